@@ -1,0 +1,3 @@
+"""carseg: car segmentation on Carvana-style studio photos with Hydra + PyTorch Lightning."""
+
+__version__ = "0.1.0"

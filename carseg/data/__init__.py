@@ -1,0 +1,1 @@
+"""Data: Carvana layout, decoding, synthetic set, transforms and the DataModule."""

@@ -1,0 +1,122 @@
+"""CarvanaDataModule: the Carvana layout (real or the embedded synthetic set) as Lightning loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from carseg.data.carvana import Record, scan, split_by_car
+from carseg.data.io import image_size, read_image, read_mask, resize_pair
+from carseg.data.synthetic import SynthSpec, is_complete, write_synthetic
+from carseg.data.transforms import build_pipeline
+from carseg.errors import CarsegError
+
+
+class CarvanaDataset(Dataset):
+    """Image/mask pairs resized to `size`, augmented, as uint8 image (3, H, W) and float mask (1, H, W)."""
+
+    def __init__(self, records: Sequence[Record], size: tuple[int, int], transforms: Sequence[Any] = ()):
+        self.records = list(records)
+        self.size = size
+        self.pipeline = build_pipeline(transforms)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        full = image_size(record.image)
+        image = read_image(record.image, self.size, full)
+        mask = read_mask(record, full)
+        if mask.shape != full:
+            raise CarsegError(f"{record.mask or record.image}: mask is {mask.shape}, image is {full} (H, W)")
+        image, mask = resize_pair(image, mask, self.size)
+        out = self.pipeline(image=image, mask=mask)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1))),
+            "mask": torch.from_numpy(np.ascontiguousarray(out["mask"])).unsqueeze(0).float(),
+            "name": record.image.stem,
+        }
+
+
+class CarvanaDataModule(pl.LightningDataModule):
+    """Train/val loaders over a Carvana-layout folder, split by car id.
+
+    With `synthetic` set, the folder is the embedded synthetic set, written on first use.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        image_size: Sequence[int] = (160, 240),
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        mask_source: str = "gif",
+        val_fraction: float = 0.15,
+        val_cars: Sequence[str] | None = None,
+        seed: int = 42,
+        train_transforms: Sequence[Any] | None = None,
+        synthetic: dict[str, int] | None = None,
+    ):
+        super().__init__()
+        if len(image_size) != 2 or min(image_size) < 32:
+            raise CarsegError(f"datamodule.image_size={list(image_size)}: give [height, width], each at least 32")
+        if batch_size < 1:
+            raise CarsegError(f"datamodule.batch_size={batch_size}: must be at least 1")
+        self.data_dir = Path(data_dir)
+        self.size = (int(image_size[0]), int(image_size[1]))
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.mask_source = mask_source
+        self.val_fraction = val_fraction
+        self.val_cars = list(val_cars) if val_cars else None
+        self.seed = seed
+        self.train_transforms = list(train_transforms or [])
+        self.synth = SynthSpec(**synthetic) if synthetic else None
+        self.train_set: CarvanaDataset | None = None
+        self.val_set: CarvanaDataset | None = None
+
+    def prepare_data(self) -> None:
+        """Write the synthetic set once (Lightning calls this on one process per node)."""
+        if self.synth is not None and not is_complete(self.data_dir, self.synth):
+            print(f"carseg: writing the embedded synthetic data set to {self.data_dir} (first use)")
+            write_synthetic(self.data_dir, self.synth)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        records = scan(self.data_dir, self.mask_source)
+        train, val = split_by_car(records, self.val_fraction, self.seed, self.val_cars)
+        self.train_set = CarvanaDataset(train, self.size, self.train_transforms)
+        self.val_set = CarvanaDataset(val, self.size)
+
+    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise CarsegError("the data module was used before setup(); call datamodule.setup('fit') first")
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) > batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.val_batch_size, shuffle=False)

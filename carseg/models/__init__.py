@@ -1,0 +1,1 @@
+"""Models: the smp model factory, losses and the LightningModule."""

@@ -1,0 +1,1 @@
+"""Training: device resolution, loggers, callbacks and the Hydra task."""

@@ -1,0 +1,70 @@
+"""Project callbacks: a few validation samples (image, true mask, prediction) each epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """Tint the masked pixels of an RGB uint8 image."""
+    out = image.astype(np.float32)
+    m = mask.astype(bool)
+    out[m] = 0.55 * out[m] + 0.45 * np.array(colour, np.float32)
+    return out.astype(np.uint8)
+
+
+class PredictionSamples(pl.Callback):
+    """Saves `samples/epoch_NNN.png` (image | truth | prediction rows) and logs the samples to W&B."""
+
+    def __init__(self, num_samples: int = 4, every_n_epochs: int = 1):
+        self.num_samples = num_samples
+        self.every_n_epochs = max(1, every_n_epochs)
+
+    @rank_zero_only
+    def on_validation_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if batch_idx != 0 or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+            return
+        if not isinstance(outputs, dict) or "probs" not in outputs:
+            return
+        n = min(self.num_samples, batch["image"].shape[0])
+        images = batch["image"][:n].permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8)
+        truth = batch["mask"][:n, 0].cpu().numpy() > 0.5
+        pred = outputs["probs"][:n, 0].float().cpu().numpy() > pl_module.hparams.get("threshold", 0.5)
+        names = batch.get("name", [str(i) for i in range(n)])[:n]
+        rows = [np.hstack([img, overlay(img, t, (0, 200, 0)), overlay(img, p, (220, 0, 220))]) for img, t, p in zip(images, truth, pred, strict=True)]
+        panel = np.vstack(rows)
+        out = Path(trainer.default_root_dir) / "samples" / f"epoch_{trainer.current_epoch:03d}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        from PIL import Image
+
+        Image.fromarray(panel).save(out)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                labels = {0: "background", 1: "car"}
+                logger.experiment.log(
+                    {
+                        "val/samples": [
+                            wandb.Image(
+                                img,
+                                caption=name,
+                                masks={
+                                    "ground_truth": {"mask_data": t.astype(np.uint8), "class_labels": labels},
+                                    "prediction": {"mask_data": p.astype(np.uint8), "class_labels": labels},
+                                },
+                            )
+                            for img, t, p, name in zip(images, truth, pred, names, strict=True)
+                        ],
+                        "trainer/global_step": trainer.global_step,
+                    }
+                )
+
