@@ -47,8 +47,11 @@ def read_mask(record: Record, shape: tuple[int, int]) -> np.ndarray:
 
 def image_size(path: Path) -> tuple[int, int]:
     """(H, W) of an image file without decoding it."""
-    with Image.open(path) as im:
-        return im.size[1], im.size[0]
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except OSError as err:
+        raise CarsegError(f"{path}: cannot be read as an image ({err}); replace or remove the file") from err
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

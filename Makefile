@@ -1,0 +1,46 @@
+# carseg: `make train` and `make test` do all set-up themselves (venv, install, data).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help install train evaluate test test-fast lint format data clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install carseg with dev tools (again only when pyproject.toml changes)
+
+train: install  ## train the default model on the embedded synthetic data (ARGS="key=value ..." to override)
+	$(PY) train.py $(ARGS)
+
+evaluate: install  ## validation metrics of the newest run's best checkpoint (ARGS="ckpt_path=..." to choose)
+	$(PY) evaluate.py $(ARGS)
+
+test: install  ## the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install  ## tests that do not train or spawn processes
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install  ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install  ## ruff format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+data: install  ## write the embedded synthetic data set to data/ (train does this by itself)
+	$(VENV)/bin/carseg data synth data/synthetic_48cars_480x320_seed0
+
+clean:  ## remove logs and generated data (keeps .venv)
+	rm -rf logs data .pytest_cache .ruff_cache
