@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from carseg.build import build
 from carseg.console import print_config_tree
 from carseg.evaluation.checkpoints import find_best_checkpoint, load_module, run_dir_of
 from carseg.training.devices import resolve_trainer_args
@@ -28,10 +28,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         print_config_tree(cfg, order=("ckpt_path", "datamodule", "trainer", "paths"))
     print(f"carseg: evaluating {ckpt}")
     model = load_module(ckpt)
-    datamodule = instantiate(cfg.datamodule)
+    datamodule = build(cfg.datamodule, "datamodule")
     trainer_args = resolve_trainer_args(OmegaConf.to_container(cfg.trainer, resolve=True))
     trainer_args.update(logger=False, devices=1, strategy="auto", num_nodes=1)
-    trainer = instantiate(trainer_args)
+    trainer = build(trainer_args, "trainer")
     results = trainer.validate(model, datamodule=datamodule, verbose=True)[0]
     metrics = {"checkpoint": str(ckpt), **{k: float(v) for k, v in results.items()}}
     out = Path(cfg.paths.output_dir) / "metrics.json"

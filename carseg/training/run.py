@@ -8,36 +8,32 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from carseg.build import build
 from carseg.console import print_config_tree
-from carseg.errors import CarsegError
 from carseg.training.devices import resolve_trainer_args
 
 
 def _instantiate_group(group: DictConfig | None, name: str) -> list[Any]:
     """Instantiate every `_target_` entry of a dict-of-configs group (callbacks, logger)."""
-    built = []
-    for key, conf in (group or {}).items():
-        if isinstance(conf, DictConfig) and "_target_" in conf:
-            try:
-                built.append(instantiate(conf))
-            except Exception as err:
-                raise CarsegError(f"{name}.{key} cannot be built: {err}") from err
-    return built
+    return [
+        build(conf, f"{name}.{key}")
+        for key, conf in (group or {}).items()
+        if isinstance(conf, DictConfig) and "_target_" in conf
+    ]
 
 
 def _build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
-    datamodule = instantiate(cfg.datamodule)
-    model = instantiate(cfg.model, _recursive_=False)
+    datamodule = build(cfg.datamodule, "datamodule")
+    model = build(cfg.model, "model", _recursive_=False)
     callbacks = _instantiate_group(cfg.get("callbacks"), "callbacks")
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"), "logger")
     trainer_args = resolve_trainer_args(OmegaConf.to_container(cfg.trainer, resolve=True))
-    trainer = instantiate(trainer_args, callbacks=callbacks, logger=loggers or False)
+    trainer = build(trainer_args, "trainer", callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return datamodule, model, trainer

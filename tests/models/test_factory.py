@@ -1,0 +1,58 @@
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+
+from carseg.errors import CarsegError
+from carseg.models.factory import create_model
+from carseg.models.losses import CombinedLoss
+from carseg.models.module import SegmentationModule
+
+
+@pytest.mark.parametrize(
+    "arch,encoder",
+    [("Unet", "resnet18"), ("FPN", "resnet18"), ("DeepLabV3Plus", "resnet18"), ("Unet", "tu-efficientnet_b0")],
+)
+def test_architectures_and_encoders(arch, encoder):
+    net = create_model(arch, encoder, encoder_weights=None).eval()
+    with torch.no_grad():
+        out = net(torch.zeros(1, 3, 64, 96))
+    assert out.shape == (1, 1, 64, 96)
+
+
+def test_unknown_arch_and_encoder_are_clear():
+    with pytest.raises(CarsegError, match="model.net.arch"):
+        create_model("NotANet", "resnet18")
+    with pytest.raises(CarsegError, match="model.net.encoder_name"):
+        create_model("Unet", "resnet_does_not_exist")
+
+
+def test_missing_weights_download_says_how_to_go_on(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(smp, "create_model", offline)
+    with pytest.raises(CarsegError, match=r"model\.net\.encoder_weights=null"):
+        create_model("Unet", "resnet34", encoder_weights="imagenet")
+
+
+def _module(**kw):
+    net = {"_target_": "carseg.models.factory.create_model", "arch": "Unet", "encoder_name": "resnet18", "decoder_channels": [32, 16, 16, 8, 8]}
+    loss = {"_target_": "carseg.models.losses.CombinedLoss"}
+    return SegmentationModule(net=net, loss=loss, optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3}, **kw)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_module_pads_any_size_and_crops_back(channels_last):
+    module = _module(channels_last=channels_last).eval()
+    image = torch.randint(0, 255, (2, 3, 50, 77), dtype=torch.uint8)
+    with torch.no_grad():
+        assert module(image).shape == (2, 1, 50, 77)
+
+
+def test_combined_loss_falls_as_prediction_improves():
+    loss = CombinedLoss(bce=1.0, dice=1.0, lovasz=0.5)
+    target = (torch.rand(2, 1, 16, 16) > 0.5).float()
+    good, bad = loss(target * 8 - 4, target), loss(-(target * 8 - 4), target)
+    assert good < bad
+    with pytest.raises(ValueError):
+        CombinedLoss(bce=0, dice=0, lovasz=0)
