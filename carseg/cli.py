@@ -13,7 +13,9 @@ def _synth(args: argparse.Namespace) -> None:
 
     spec = SynthSpec(num_cars=args.num_cars, width=args.width, height=args.height, seed=args.seed)
     out = write_synthetic(args.dir, spec)
-    print(f"carseg: synthetic Carvana-layout set ({spec.num_cars} cars x 16 views, {spec.width}x{spec.height}) in {out}")
+    print(
+        f"carseg: synthetic Carvana-layout set ({spec.num_cars} cars x 16 views, {spec.width}x{spec.height}) in {out}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,11 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding the tiny synthetic set under the name the synthetic config gives it."""
     root = tmp_path_factory.mktemp("data")
     spec = SynthSpec(**TINY)
-    write_synthetic(root / f"synthetic_{spec.num_cars}cars_{spec.width}x{spec.height}_seed{spec.seed}", spec, progress=False)
+    write_synthetic(
+        root / f"synthetic_{spec.num_cars}cars_{spec.width}x{spec.height}_seed{spec.seed}",
+        spec,
+        progress=False,
+    )
     return root
 
 

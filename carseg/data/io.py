@@ -22,7 +22,11 @@ def read_image(path: Path, size: tuple[int, int] | None = None, full: tuple[int,
     if size is not None and path.suffix.lower() in (".jpg", ".jpeg"):
         height, width = full or image_size(path)
         factor = min(width / size[1], height / size[0])
-        for reduce, reduced_flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
+        for reduce, reduced_flag in (
+            (8, cv2.IMREAD_REDUCED_COLOR_8),
+            (4, cv2.IMREAD_REDUCED_COLOR_4),
+            (2, cv2.IMREAD_REDUCED_COLOR_2),
+        ):
             if factor >= reduce:
                 flag = reduced_flag
                 break

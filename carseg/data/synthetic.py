@@ -223,12 +223,21 @@ def _box(cx: float, cy: float, cz: float, dx: float, dy: float, dz: float) -> li
 
 def _prism(profile: np.ndarray, half_width: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Extrude a side profile along y: (two side faces, the strip faces around it)."""
-    sides = [np.column_stack([profile[:, 0], np.full(len(profile), s), profile[:, 1]]) for s in (-half_width, half_width)]
+    sides = [
+        np.column_stack([profile[:, 0], np.full(len(profile), s), profile[:, 1]]) for s in (-half_width, half_width)
+    ]
     strips = []
     for i in range(len(profile)):
         a, b = profile[i], profile[(i + 1) % len(profile)]
         strips.append(
-            np.array([[a[0], -half_width, a[1]], [b[0], -half_width, b[1]], [b[0], half_width, b[1]], [a[0], half_width, a[1]]])
+            np.array(
+                [
+                    [a[0], -half_width, a[1]],
+                    [b[0], -half_width, b[1]],
+                    [b[0], half_width, b[1]],
+                    [a[0], half_width, a[1]],
+                ]
+            )
         )
     return sides, strips
 
@@ -244,7 +253,9 @@ def _normal(face: np.ndarray, centre: np.ndarray) -> np.ndarray:
     return -n if np.dot(n, face.mean(0) - centre) < 0 else n
 
 
-def render_view(p: dict, angle_index: int, size: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def render_view(
+    p: dict, angle_index: int, size: tuple[int, int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Render view `angle_index` (0..15) of car `p`: (RGB uint8 image, uint8 mask 0/1)."""
     width, height = size
     big = (width * SUPERSAMPLE, height * SUPERSAMPLE)
@@ -254,14 +265,16 @@ def render_view(p: dict, angle_index: int, size: tuple[int, int], rng: np.random
     length, half_w = p["length"], p["width"] / 2
 
     # Soft shadow on the floor, under the car.
-    ring = np.array([[np.cos(t) * length * 0.56, np.sin(t) * half_w * 1.25, 0.0] for t in np.linspace(0, 2 * np.pi, 40)])
+    ring = np.array(
+        [[np.cos(t) * length * 0.56, np.sin(t) * half_w * 1.25, 0.0] for t in np.linspace(0, 2 * np.pi, 40)]
+    )
     shadow = np.zeros(canvas.mask.shape, np.float32)
     cv2.fillPoly(shadow, [np.round(cam.project(ring)[0]).astype(np.int32)], 1.0)
     k = int(0.06 * big[0]) | 1
     shadow = cv2.GaussianBlur(shadow, (k, k), 0)
     canvas.rgb *= 1 - 0.5 * shadow[..., None]
 
-    colour, centre = p["colour"], np.array([0.0, 0.0, p["height"] / 2])
+    colour = p["colour"]
     glass = np.array([40.0, 48.0, 58.0])
     items: list[tuple[float, list]] = []  # (depth, paint calls), drawn far to near
 
@@ -282,7 +295,14 @@ def render_view(p: dict, angle_index: int, size: tuple[int, int], rng: np.random
             # Head and tail lights at the ends of the side face.
             for x_end, light in ((length / 2 - 0.12, (235, 230, 200)), (-length / 2 + 0.1, (170, 20, 20))):
                 z = p["clearance"] + 0.45
-                lamp = np.array([[x_end - 0.12, face[0, 1], z], [x_end + 0.06, face[0, 1], z], [x_end + 0.04, face[0, 1], z + 0.12], [x_end - 0.1, face[0, 1], z + 0.12]])
+                lamp = np.array(
+                    [
+                        [x_end - 0.12, face[0, 1], z],
+                        [x_end + 0.06, face[0, 1], z],
+                        [x_end + 0.04, face[0, 1], z + 0.12],
+                        [x_end - 0.1, face[0, 1], z + 0.12],
+                    ]
+                )
                 calls.append((cam.project(lamp)[0], np.array(light, float), {}))
             items.append((float(depth.mean()) - 0.5, calls))
     cabin_w = half_w * 0.86
@@ -291,7 +311,13 @@ def render_view(p: dict, angle_index: int, size: tuple[int, int], rng: np.random
     roof_index = 1  # edge from the windshield top to the rear top
     for i, face in enumerate(cstrips):
         is_glass = i in (0, 2)
-        face_item(face, glass if is_glass else colour, cabin_centre, gloss=0.8 if is_glass else 0.3, alpha=0.92 if is_glass else 1.0)
+        face_item(
+            face,
+            glass if is_glass else colour,
+            cabin_centre,
+            gloss=0.8 if is_glass else 0.3,
+            alpha=0.92 if is_glass else 1.0,
+        )
         if i == roof_index and p["antenna"]:
             base = face[0] * 0.15 + face[1] * 0.85
             base = np.array([base[0] - 0.2, 0.0, base[2]])
@@ -324,7 +350,10 @@ def render_view(p: dict, angle_index: int, size: tuple[int, int], rng: np.random
     for wx in (-wb, wb):
         for side in (-1, 1):
             y_out, y_in = side * (half_w - 0.02), side * (half_w - 0.26)
-            disc = lambda y, rad: np.column_stack([wx + rad * np.cos(t), np.full(t.size, y), r + rad * np.sin(t)])  # noqa: E731
+
+            def disc(y: float, rad: float, wx: float = wx) -> np.ndarray:
+                return np.column_stack([wx + rad * np.cos(t), np.full(t.size, y), r + rad * np.sin(t)])
+
             outer, inner = cam.project(disc(y_out, r))[0], cam.project(disc(y_in, r))[0]
             hull = cv2.convexHull(np.vstack([outer, inner]).astype(np.float32))[:, 0, :]
             calls = [(hull, np.array([28.0, 28.0, 30.0]), {})]

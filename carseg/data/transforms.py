@@ -26,4 +26,3 @@ def build_pipeline(transforms: Sequence[Any] | None) -> A.Compose:
             raise CarsegError(f"datamodule.train_transforms[{i}] is not an albumentations transform: {t!r}")
         built.append(t)
     return A.Compose(built)
-

@@ -36,5 +36,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics = {"checkpoint": str(ckpt), **{k: float(v) for k, v in results.items()}}
     out = Path(cfg.paths.output_dir) / "metrics.json"
     out.write_text(json.dumps(metrics, indent=2))
-    print(f"carseg: val/iou = {metrics.get('val/iou', float('nan')):.4f}, val/dice = {metrics.get('val/dice', float('nan')):.4f}; written to {out}")
+    iou, dice = metrics.get("val/iou", float("nan")), metrics.get("val/dice", float("nan"))
+    print(f"carseg: val/iou = {iou:.4f}, val/dice = {dice:.4f}; written to {out}")
     return metrics

@@ -9,7 +9,22 @@ import torch.nn as nn
 
 from carseg.errors import CarsegError
 
-ARCHITECTURES = {name.lower(): name for name in ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus", "DeepLabV3", "Linknet", "PSPNet", "PAN", "MAnet", "UPerNet", "Segformer")}
+ARCHITECTURES = {
+    name.lower(): name
+    for name in (
+        "Unet",
+        "UnetPlusPlus",
+        "FPN",
+        "DeepLabV3Plus",
+        "DeepLabV3",
+        "Linknet",
+        "PSPNet",
+        "PAN",
+        "MAnet",
+        "UPerNet",
+        "Segformer",
+    )
+}
 
 
 def create_model(

@@ -8,7 +8,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 
-def warmup_cosine(optimizer: Optimizer, total_steps: int, warmup_fraction: float = 0.03, min_lr_ratio: float = 0.01) -> LambdaLR:
+def warmup_cosine(
+    optimizer: Optimizer, total_steps: int, warmup_fraction: float = 0.03, min_lr_ratio: float = 0.01
+) -> LambdaLR:
     """Linear warm-up over `warmup_fraction` of the steps, then cosine decay to `min_lr_ratio` × lr."""
     warmup = max(1, int(total_steps * warmup_fraction))
 

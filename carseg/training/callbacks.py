@@ -28,7 +28,13 @@ class PredictionSamples(pl.Callback):
 
     @rank_zero_only
     def on_validation_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if batch_idx != 0 or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
             return
@@ -39,7 +45,10 @@ class PredictionSamples(pl.Callback):
         truth = batch["mask"][:n, 0].cpu().numpy() > 0.5
         pred = outputs["probs"][:n, 0].float().cpu().numpy() > pl_module.hparams.get("threshold", 0.5)
         names = batch.get("name", [str(i) for i in range(n)])[:n]
-        rows = [np.hstack([img, overlay(img, t, (0, 200, 0)), overlay(img, p, (220, 0, 220))]) for img, t, p in zip(images, truth, pred, strict=True)]
+        rows = [
+            np.hstack([img, overlay(img, t, (0, 200, 0)), overlay(img, p, (220, 0, 220))])
+            for img, t, p in zip(images, truth, pred, strict=True)
+        ]
         panel = np.vstack(rows)
         out = Path(trainer.default_root_dir) / "samples" / f"epoch_{trainer.current_epoch:03d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -67,4 +76,3 @@ class PredictionSamples(pl.Callback):
                         "trainer/global_step": trainer.global_step,
                     }
                 )
-

@@ -10,7 +10,12 @@ from carseg.models.module import SegmentationModule
 
 @pytest.mark.parametrize(
     "arch,encoder",
-    [("Unet", "resnet18"), ("FPN", "resnet18"), ("DeepLabV3Plus", "resnet18"), ("Unet", "tu-efficientnet_b0")],
+    [
+        ("Unet", "resnet18"),
+        ("FPN", "resnet18"),
+        ("DeepLabV3Plus", "resnet18"),
+        ("Unet", "tu-efficientnet_b0"),
+    ],
 )
 def test_architectures_and_encoders(arch, encoder):
     net = create_model(arch, encoder, encoder_weights=None).eval()
@@ -36,7 +41,12 @@ def test_missing_weights_download_says_how_to_go_on(monkeypatch):
 
 
 def _module(**kw):
-    net = {"_target_": "carseg.models.factory.create_model", "arch": "Unet", "encoder_name": "resnet18", "decoder_channels": [32, 16, 16, 8, 8]}
+    net = {
+        "_target_": "carseg.models.factory.create_model",
+        "arch": "Unet",
+        "encoder_name": "resnet18",
+        "decoder_channels": [32, 16, 16, 8, 8],
+    }
     loss = {"_target_": "carseg.models.losses.CombinedLoss"}
     return SegmentationModule(net=net, loss=loss, optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3}, **kw)
 

@@ -69,7 +69,12 @@ def test_evaluate_reproduces_best_score(trained, tmp_path):
 def test_ddp_on_two_cpu_processes(tiny_root, tmp_path):
     result = run_script(
         "train.py",
-        [*tiny_overrides(tiny_root, tmp_path), "trainer=ddp_cpu", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}/run"],
+        [
+            *tiny_overrides(tiny_root, tmp_path),
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=1",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
     )
     assert result.returncode == 0, result.stderr[-3000:]
     text = result.stdout + result.stderr
@@ -81,8 +86,13 @@ def test_ddp_on_two_cpu_processes(tiny_root, tmp_path):
 def test_multirun_two_jobs(tiny_root, tmp_path):
     result = run_script(
         "train.py",
-        ["-m", *tiny_overrides(tiny_root, tmp_path), "trainer.max_epochs=1", "model.optimizer.lr=1e-3,3e-4",
-         f"hydra.sweep.dir={tmp_path}/sweep"],
+        [
+            "-m",
+            *tiny_overrides(tiny_root, tmp_path),
+            "trainer.max_epochs=1",
+            "model.optimizer.lr=1e-3,3e-4",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
@@ -113,5 +123,8 @@ def test_user_errors_are_one_clear_message(override, expected, tiny_root, tmp_pa
 
 
 def test_bad_trainer_value_names_the_key(tiny_root, tmp_path):
-    result = run_script("train.py", [*tiny_overrides(tiny_root, tmp_path), "trainer.precision=77", f"hydra.run.dir={tmp_path}/run"])
+    result = run_script(
+        "train.py",
+        [*tiny_overrides(tiny_root, tmp_path), "trainer.precision=77", f"hydra.run.dir={tmp_path}/run"],
+    )
     assert result.returncode == 2 and "trainer cannot be built" in result.stderr and "Traceback" not in result.stderr
