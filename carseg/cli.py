@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from carseg.errors import exit_on_user_error
+from carseg.errors import CarsegError, exit_on_user_error
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -16,6 +16,48 @@ def _synth(args: argparse.Namespace) -> None:
     print(
         f"carseg: synthetic Carvana-layout set ({spec.num_cars} cars x 16 views, {spec.width}x{spec.height}) in {out}"
     )
+
+
+def _records(data_dir: str, mask_source: str = "gif"):
+    from carseg.data.carvana import extract_kaggle_zips, scan
+
+    extract_kaggle_zips(data_dir)
+    return scan(data_dir, mask_source)
+
+
+def _check(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from carseg.data.checks import check_dataset
+
+    records = _records(args.dir)
+    compared, problems = check_dataset(Path(args.dir), records, progress=not args.quiet)
+    cars = len({r.car_id for r in records})
+    print(f"carseg: {len(records)} pairs of {cars} cars checked; GIF and train_masks.csv compared on {compared}")
+    for problem in problems:
+        print(f"  {problem}")
+    if problems:
+        raise CarsegError(f"{len(problems)} problem(s) in {args.dir} (listed above)")
+    print("carseg: all good")
+
+
+def _cache(args: argparse.Namespace) -> None:
+    from carseg.data.cache import build_cache
+    from carseg.data.checks import check_records
+
+    records = _records(args.dir, args.mask_source)
+    problems = check_records(records)
+    if problems:
+        raise CarsegError(f"{len(problems)} bad input file(s), e.g. {problems[0]}; run `carseg data check {args.dir}`")
+    out = build_cache(args.dir, args.size, records)
+    print(f"carseg: {len(records)} pairs cached at {args.size[0]}x{args.size[1]} in {out}")
+
+
+def _download(args: argparse.Namespace) -> None:
+    from carseg.data.download import download
+
+    out = download(args.dir, include_test=args.test)
+    print(f"carseg: Carvana files in {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--height", type=int, default=320, help="image height (1280 for Carvana's full size)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=_synth)
+    check = data.add_parser("check", help="check every pair in a Carvana-layout DIR (sizes, decoding, GIF vs RLE)")
+    check.add_argument("dir")
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
+    check.set_defaults(func=_check)
+    cache = data.add_parser("cache", help="pre-resize every pair of DIR to --size H W for fast epochs")
+    cache.add_argument("dir")
+    cache.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), required=True)
+    cache.add_argument("--mask-source", choices=["gif", "rle"], default="gif")
+    cache.set_defaults(func=_cache)
+    download = data.add_parser("download", help="download the Carvana competition files with the kaggle package")
+    download.add_argument("dir")
+    download.add_argument("--test", action="store_true", help="also the 100,064 test images (about 14 GB)")
+    download.set_defaults(func=_download)
     return parser
 
 

@@ -9,9 +9,12 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from carseg.data.carvana import Record, scan, split_by_car
+from carseg.data.cache import build_cache, is_cached, load_pair
+from carseg.data.carvana import Record, extract_kaggle_zips, read_car_list, scan, split_by_car
+from carseg.data.checks import Problem, check_records
 from carseg.data.io import image_size, read_image, read_mask, resize_pair
 from carseg.data.synthetic import SynthSpec, is_complete, write_synthetic
 from carseg.data.transforms import build_pipeline
@@ -21,22 +24,32 @@ from carseg.errors import CarsegError
 class CarvanaDataset(Dataset):
     """Image/mask pairs resized to `size`, augmented, as uint8 image (3, H, W) and float mask (1, H, W)."""
 
-    def __init__(self, records: Sequence[Record], size: tuple[int, int], transforms: Sequence[Any] = ()):
+    def __init__(
+        self,
+        records: Sequence[Record],
+        size: tuple[int, int],
+        transforms: Sequence[Any] = (),
+        cache_root: Path | None = None,
+    ):
         self.records = list(records)
         self.size = size
         self.pipeline = build_pipeline(transforms)
+        self.cache_root = cache_root
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        full = image_size(record.image)
-        image = read_image(record.image, self.size, full)
-        mask = read_mask(record, full)
-        if mask.shape != full:
-            raise CarsegError(f"{record.mask or record.image}: mask is {mask.shape}, image is {full} (H, W)")
-        image, mask = resize_pair(image, mask, self.size)
+        if self.cache_root is not None:
+            image, mask = load_pair(self.cache_root, self.size, record)
+        else:
+            full = image_size(record.image)
+            image = read_image(record.image, self.size, full)
+            mask = read_mask(record, full)
+            if mask.shape != full:
+                raise CarsegError(f"{record.mask or record.image}: mask is {mask.shape}, image is {full} (H, W)")
+            image, mask = resize_pair(image, mask, self.size)
         out = self.pipeline(image=image, mask=mask)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1))),
@@ -48,7 +61,10 @@ class CarvanaDataset(Dataset):
 class CarvanaDataModule(pl.LightningDataModule):
     """Train/val loaders over a Carvana-layout folder, split by car id.
 
-    With `synthetic` set, the folder is the embedded synthetic set, written on first use.
+    With `synthetic` set, the folder is the embedded synthetic set, written on first use. Kaggle's zip
+    files in `data_dir` are extracted once. Every pair is checked at setup (headers only: missing or
+    truncated files, size mismatch, non-RGB modes, EXIF rotation); bad pairs stop the run with one
+    message listing them, or with `skip_bad` are left out with a warning.
     """
 
     def __init__(
@@ -63,9 +79,15 @@ class CarvanaDataModule(pl.LightningDataModule):
         mask_source: str = "gif",
         val_fraction: float = 0.15,
         val_cars: Sequence[str] | None = None,
+        val_cars_file: str | None = None,
+        fold: int | None = None,
+        num_folds: int = 5,
         seed: int = 42,
         train_transforms: Sequence[Any] | None = None,
         synthetic: dict[str, int] | None = None,
+        cache: bool = False,
+        check_inputs: bool = True,
+        skip_bad: bool = False,
     ):
         super().__init__()
         if len(image_size) != 2 or min(image_size) < 32:
@@ -82,25 +104,56 @@ class CarvanaDataModule(pl.LightningDataModule):
         self.mask_source = mask_source
         self.val_fraction = val_fraction
         self.val_cars = list(val_cars) if val_cars else None
+        self.val_cars_file = val_cars_file
+        self.fold, self.num_folds = fold, num_folds
         self.seed = seed
+        self.cache, self.check_inputs, self.skip_bad = cache, check_inputs, skip_bad
         self.train_transforms = list(train_transforms or [])
         self.synth = SynthSpec(**synthetic) if synthetic else None
         self.train_set: CarvanaDataset | None = None
         self.val_set: CarvanaDataset | None = None
 
     def prepare_data(self) -> None:
-        """Write the synthetic set once (Lightning calls this on one process per node)."""
+        """Write the synthetic set, extract zips, build the cache: once (Lightning calls this on one process)."""
         if self.synth is not None and not is_complete(self.data_dir, self.synth):
             print(f"carseg: writing the embedded synthetic data set to {self.data_dir} (first use)")
             write_synthetic(self.data_dir, self.synth)
+        if self.data_dir.is_dir():
+            for target in extract_kaggle_zips(self.data_dir):
+                print(f"carseg: extracted {target} in {self.data_dir}")
+        if self.cache:
+            records = self._good_records()
+            if not is_cached(self.data_dir, self.size, records):
+                build_cache(self.data_dir, self.size, records)
+
+    def _good_records(self) -> list[Record]:
+        records = scan(self.data_dir, self.mask_source)
+        problems = check_records(records) if self.check_inputs else []
+        if problems:
+            self._report(problems)
+            bad = {p.path for p in problems}
+            records = [r for r in records if r.image not in bad and r.mask not in bad]
+        return records
+
+    def _report(self, problems: list[Problem]) -> None:
+        files = sorted({str(p) for p in problems})
+        shown = "\n  ".join(files[:30]) + (f"\n  ... and {len(files) - 30} more" if len(files) > 30 else "")
+        if not self.skip_bad:
+            raise CarsegError(
+                f"{len(files)} problem(s) with the input files in {self.data_dir}:\n  {shown}\n"
+                "Fix or remove these files, or set datamodule.skip_bad=true to train without them"
+            )
+        rank_zero_warn(f"carseg: skipping {len(files)} bad input file(s) (datamodule.skip_bad=true):\n  {shown}")
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        records = scan(self.data_dir, self.mask_source)
-        train, val = split_by_car(records, self.val_fraction, self.seed, self.val_cars)
-        self.train_set = CarvanaDataset(train, self.size, self.train_transforms)
-        self.val_set = CarvanaDataset(val, self.size)
+        records = self._good_records()
+        val_cars = self.val_cars or (read_car_list(self.val_cars_file) if self.val_cars_file else None)
+        train, val = split_by_car(records, self.val_fraction, self.seed, val_cars, self.fold, self.num_folds)
+        cache_root = self.data_dir if self.cache else None
+        self.train_set = CarvanaDataset(train, self.size, self.train_transforms, cache_root)
+        self.val_set = CarvanaDataset(val, self.size, cache_root=cache_root)
 
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
         if dataset is None:
