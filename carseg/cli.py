@@ -60,6 +60,12 @@ def _download(args: argparse.Namespace) -> None:
     print(f"carseg: Carvana files in {out}")
 
 
+def _bench_data(args: argparse.Namespace) -> None:
+    from carseg.bench.data import run
+
+    run(args.dir, tuple(args.size), args.images, tuple(args.workers), tuple(args.models), args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carseg", description="carseg: car segmentation on Carvana-style photos")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("dir")
     download.add_argument("--test", action="store_true", help="also the 100,064 test images (about 14 GB)")
     download.set_defaults(func=_download)
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    bench_data = bench.add_parser("data", help="input pipeline speed next to the training step")
+    bench_data.add_argument("dir", nargs="?", default="../shared/carvana/sample_full")
+    bench_data.add_argument("--size", type=int, nargs=2, default=[320, 480], metavar=("H", "W"))
+    bench_data.add_argument("--images", type=int, default=64)
+    bench_data.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    bench_data.add_argument("--models", nargs="+", default=["unet_resnet18_light", "unet_resnet34"])
+    bench_data.add_argument("--out", default="bench/data.json")
+    bench_data.set_defaults(func=_bench_data)
     return parser
 
 

@@ -30,8 +30,10 @@ class CarvanaDataset(Dataset):
         size: tuple[int, int],
         transforms: Sequence[Any] = (),
         cache_root: Path | None = None,
+        reduced_decode: bool = True,
     ):
         self.records = list(records)
+        self.reduced_decode = reduced_decode
         self.size = size
         self.pipeline = build_pipeline(transforms)
         self.cache_root = cache_root
@@ -45,7 +47,7 @@ class CarvanaDataset(Dataset):
             image, mask = load_pair(self.cache_root, self.size, record)
         else:
             full = image_size(record.image)
-            image = read_image(record.image, self.size, full)
+            image = read_image(record.image, self.size if self.reduced_decode else None, full)
             mask = read_mask(record, full)
             if mask.shape != full:
                 raise CarsegError(f"{record.mask or record.image}: mask is {mask.shape}, image is {full} (H, W)")
@@ -76,7 +78,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         num_workers: int = 2,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
-        mask_source: str = "gif",
+        mask_source: str = "auto",
         val_fraction: float = 0.15,
         val_cars: Sequence[str] | None = None,
         val_cars_file: str | None = None,

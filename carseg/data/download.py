@@ -26,7 +26,9 @@ def download(data_dir: str | Path, include_test: bool = False) -> Path:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             from kaggle.api.kaggle_api_extended import KaggleApi
     except ImportError as err:
-        raise CarsegError(f"the kaggle package cannot be imported ({err}): pip install 'carseg[kaggle]'. {hint}") from err
+        raise CarsegError(
+            f"the kaggle package cannot be imported ({err}): pip install 'carseg[kaggle]'. {hint}"
+        ) from err
     api = KaggleApi()
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):

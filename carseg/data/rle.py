@@ -24,9 +24,7 @@ def rle_decode(code: str, shape: tuple[int, int]) -> np.ndarray:
     starts, lengths = numbers[0::2] - 1, numbers[1::2]
     if numbers.size and (starts.min() < 0 or (starts + lengths).max() > mask.size):
         raise ValueError(f"run-length code runs outside a {height}x{width} mask")
-    # Vectorised fill: +1 at each run start, -1 after each run end, then a running sum.
-    delta = np.zeros(mask.size + 1, dtype=np.int32)
-    np.add.at(delta, starts, 1)
-    np.add.at(delta, starts + lengths, -1)
-    mask[:] = np.cumsum(delta[:-1]) > 0
+    # Vectorised fill: the index of every pixel of every run, from each run's offset and a global arange.
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    mask[offsets + np.arange(offsets.size)] = 1
     return mask.reshape(height, width)

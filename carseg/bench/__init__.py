@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench-*`): tables on the console, JSON files for the record."""
