@@ -69,7 +69,7 @@ def test_bad_inputs_give_clear_errors(tiny_data, tmp_path):
     victim = sorted((bad / "train_masks").iterdir())[0]
     victim.unlink()
     with pytest.raises(CarsegError, match=victim.name):
-        CarvanaDataModule(str(bad), image_size=[64, 96]).setup("fit")
+        CarvanaDataModule(str(bad), image_size=[64, 96], mask_source="gif").setup("fit")
     corrupt = sorted((tiny_data / "train").iterdir())[1]
     (bad / "train" / corrupt.name).write_bytes(b"not a jpeg")
     records = [r for r in scan(tiny_data) if r.image.name == corrupt.name]

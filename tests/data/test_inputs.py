@@ -100,12 +100,14 @@ def test_bad_inputs_listed_in_one_error_or_skipped(tiny_copy):
     flagged = {p.path for p in problems}
     for kind, path in bad.items():
         assert path in flagged, f"{kind} not caught: {path}"
-    dm = CarvanaDataModule(str(tiny_copy), image_size=(64, 96), num_workers=0, val_fraction=0.34)
+    dm = CarvanaDataModule(str(tiny_copy), image_size=(64, 96), num_workers=0, val_fraction=0.34, mask_source="gif")
     with pytest.raises(CarsegError) as err:
         dm.setup("fit")
     message = str(err.value)
     assert all(path.name in message for path in bad.values()) and "skip_bad=true" in message
-    dm = CarvanaDataModule(str(tiny_copy), image_size=(64, 96), num_workers=0, val_fraction=0.34, skip_bad=True)
+    dm = CarvanaDataModule(
+        str(tiny_copy), image_size=(64, 96), num_workers=0, val_fraction=0.34, skip_bad=True, mask_source="gif"
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         dm.setup("fit")
