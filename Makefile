@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install train evaluate test test-fast lint format data clean
+.PHONY: help install train evaluate test test-fast lint format data bench-data clean
+CARVANA_SAMPLE ?= ../shared/carvana/sample_full
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -41,6 +42,9 @@ format: install  ## ruff format and autofix
 
 data: install  ## write the embedded synthetic data set to data/ (train does this by itself)
 	$(VENV)/bin/carseg data synth data/synthetic_48cars_480x320_seed0
+
+bench-data: install  ## input pipeline speed (decode, reduced decode, cache; 0/1/2 workers) -> bench/data.json
+	$(VENV)/bin/carseg bench data $(CARVANA_SAMPLE) --out bench/data.json
 
 clean:  ## remove logs and generated data (keeps .venv)
 	rm -rf logs data .pytest_cache .ruff_cache

@@ -74,7 +74,9 @@ def check_mask_header(record: Record, size: tuple[int, int]) -> list[Problem]:
             if starts.min() < 1 or ends.max() > size[0] * size[1]:
                 return [Problem(record.image, f"run-length code runs outside the {size[1]}x{size[0]} image")]
         return []
-    if record.mask is None or not record.mask.is_file():
+    if record.mask is None:
+        return [Problem(record.image, "no row in train_masks.csv")]
+    if not record.mask.is_file():
         return [Problem(record.mask or record.image, "mask missing (expected train_masks/<id>_<NN>_mask.gif)")]
     try:
         with Image.open(record.mask) as im:
@@ -97,8 +99,6 @@ def check_records(records: Iterable[Record]) -> list[Problem]:
         problems += image_problems
         if size is not None:
             problems += check_mask_header(record, size)
-        elif record.mask is None and record.rle is None:
-            problems.append(Problem(record.image, "mask missing"))
     return problems
 
 

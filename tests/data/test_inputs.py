@@ -229,3 +229,17 @@ def test_download_without_credentials_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "kaggle.api.kaggle_api_extended", None)
     with pytest.raises(CarsegError, match=r"pip install 'carseg\[kaggle\]'.*by hand"):
         download(tmp_path / "out")
+
+
+def test_bench_data_smoke(tiny_data, tmp_path):
+    import json
+
+    from carseg.bench.data import run
+
+    out = tmp_path / "data.json"
+    run(tiny_data, size=(48, 72), images=16, workers=(0,), models=("unet_resnet18_light",), out=out)
+    result = json.loads(out.read_text())
+    assert [r["loader"] for r in result["loaders"]][-1] == "cache"
+    assert all(r["0 workers img/s"] > 0 for r in result["loaders"])
+    assert result["train_steps"][0]["train step img/s"] > 0 and result["rle_1918x1280"]["decode_ms"] > 0
+    assert not list(tiny_data.glob("cache_*"))  # the bench leaves the data folder as it was
