@@ -92,6 +92,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         skip_bad: bool = False,
     ):
         super().__init__()
+        self.save_hyperparameters(ignore=["train_transforms"], logger=False)  # image_size goes into checkpoints
         if len(image_size) != 2 or min(image_size) < 32:
             raise CarsegError(f"datamodule.image_size={list(image_size)}: give [height, width], each at least 32")
         if batch_size < 1:

@@ -1,4 +1,4 @@
-"""The evaluation task: validation metrics of a checkpoint (the newest run's best by default)."""
+"""The evaluation task: full-resolution metrics, tables and pictures of a checkpoint."""
 
 from __future__ import annotations
 
@@ -6,36 +6,130 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities import rank_zero_only
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
 
 from carseg.build import build
 from carseg.console import print_config_tree
-from carseg.evaluation.checkpoints import find_best_checkpoint, load_module, run_dir_of
-from carseg.training.devices import resolve_trainer_args
+from carseg.data.carvana import Record, scan
+from carseg.data.io import read_image, read_mask
+from carseg.evaluation.checkpoints import find_best_checkpoint, run_dir_of
+from carseg.evaluation.metrics import image_metrics
+from carseg.evaluation.plots import plot_curves, prediction_panels
+from carseg.inference.background import composite, load_background
+from carseg.inference.predictor import Predictor
+
+METRICS = ["iou", "dice", "iou_2class", "pixel_accuracy", "boundary_f1"]
+
+
+def _records(cfg: DictConfig) -> tuple[list[Record], str]:
+    """The images to evaluate: a folder given as `eval_dir`, else the validation split of the data module."""
+    if cfg.get("eval_dir"):
+        return scan(cfg.eval_dir, cfg.get("mask_source", "auto")), str(cfg.eval_dir)
+    datamodule = build(cfg.datamodule, "datamodule")
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    return datamodule.val_set.records, f"validation split of {cfg.datamodule.data_dir}"
+
+
+def _panel_rows(predictor: Predictor, records: list[Record], background: str, feather: float) -> list[tuple]:
+    rows = []
+    for record in records:
+        image = read_image(record.image)
+        truth = read_mask(record, image.shape[:2])
+        pred = predictor.masks([image])[0]
+        bg = load_background(background, image.shape[:2])
+        rows.append((record.image.stem, image, truth, pred, composite(image, pred, bg, feather)))
+    return rows
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Validate the checkpoint on its run's validation split; write `metrics.json` in the output dir."""
+    """Evaluate at each image's own resolution; write metrics.json, per_image.csv, per_angle.csv,
+    worst.csv and plots (curves of the training run, prediction panels) in the output directory."""
     ckpt = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else find_best_checkpoint(cfg.paths.log_dir)
-    datamodule_cfg = cfg.datamodule
     run_dir = run_dir_of(ckpt)
-    if cfg.get("datamodule_from_run", True) and run_dir is not None:
+    if cfg.get("datamodule_from_run", True) and run_dir is not None and not cfg.get("eval_dir"):
         # Same data and split as in training, unless told otherwise.
-        datamodule_cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml").datamodule
-    cfg = OmegaConf.merge(cfg, {"datamodule": datamodule_cfg})
-    if rank_zero_only.rank == 0 and cfg.get("print_config", True):
-        print_config_tree(cfg, order=("ckpt_path", "datamodule", "trainer", "paths"))
+        cfg = OmegaConf.merge(cfg, {"datamodule": OmegaConf.load(run_dir / ".hydra" / "config.yaml").datamodule})
+    if cfg.get("print_config", True):
+        print_config_tree(cfg, order=("ckpt_path", "eval_dir", "datamodule", "paths"))
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     print(f"carseg: evaluating {ckpt}")
-    model = load_module(ckpt)
-    datamodule = build(cfg.datamodule, "datamodule")
-    trainer_args = resolve_trainer_args(OmegaConf.to_container(cfg.trainer, resolve=True))
-    trainer_args.update(logger=False, devices=1, strategy="auto", num_nodes=1)
-    trainer = build(trainer_args, "trainer")
-    results = trainer.validate(model, datamodule=datamodule, verbose=True)[0]
-    metrics = {"checkpoint": str(ckpt), **{k: float(v) for k, v in results.items()}}
-    out = Path(cfg.paths.output_dir) / "metrics.json"
-    out.write_text(json.dumps(metrics, indent=2))
-    iou, dice = metrics.get("val/iou", float("nan")), metrics.get("val/dice", float("nan"))
-    print(f"carseg: val/iou = {iou:.4f}, val/dice = {dice:.4f}; written to {out}")
-    return metrics
+    predictor = Predictor(ckpt=ckpt, input_size=cfg.get("input_size", "train"), tta=cfg.tta, precision=cfg.precision)
+    if predictor.input_size is None and cfg.get("input_size", "train") == "train" and run_dir is not None:
+        predictor.input_size = list(cfg.datamodule.image_size)  # older checkpoints: from the run's config
+    records, source = _records(cfg)
+    rows = []
+    batch = int(cfg.get("batch_size", 4))
+    for start in track(range(0, len(records), batch), description=f"evaluating {len(records)} images"):
+        chunk = records[start : start + batch]
+        images = [read_image(r.image) for r in chunk]
+        by_size: dict[tuple, list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(image.shape, []).append(i)
+        for indices in by_size.values():
+            preds = predictor.masks([images[i] for i in indices])
+            for i, pred in zip(indices, preds, strict=True):
+                record = chunk[i]
+                truth = read_mask(record, images[i].shape[:2])
+                metrics = image_metrics(pred, truth, cfg.boundary_tolerance)
+                rows.append({"image": record.image.name, "car_id": record.car_id, "angle": record.angle, **metrics})
+    table = pd.DataFrame(rows).sort_values("image")
+    table.to_csv(out / "per_image.csv", index=False)
+    per_angle = table.groupby("angle")[METRICS].mean().reset_index()
+    per_angle.insert(1, "images", table.groupby("angle").size().values)
+    per_angle.to_csv(out / "per_angle.csv", index=False)
+    worst = table.nsmallest(int(cfg.worst_k), "iou")
+    worst.to_csv(out / "worst.csv", index=False)
+    summary = {
+        "checkpoint": str(ckpt),
+        "data": source,
+        "images": len(table),
+        "tta_flip": bool(cfg.tta),
+        "input_size": predictor.input_size,
+        **{f"mean_{m}": float(table[m].mean()) for m in METRICS},
+        "kaggle_score_mean_dice": float(table["dice"].mean()),
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    pictures = []
+    if run_dir is not None and (run_dir / "csv" / "metrics.csv").is_file():
+        pictures += plot_curves(run_dir / "csv" / "metrics.csv", out)
+    by_name = {r.image.name: r for r in records}
+    step = max(1, len(records) // max(1, int(cfg.panels)))
+    spread = records[step // 2 :: step][: int(cfg.panels)]  # different cars and angles
+    if spread:
+        rows_ = _panel_rows(predictor, spread, cfg.background, cfg.feather)
+        pictures.append(prediction_panels(rows_, out / "panels.png", "Validation predictions"))
+    worst_records = [by_name[n] for n in worst["image"].head(int(cfg.panels))]
+    if worst_records:
+        rows_ = _panel_rows(predictor, worst_records, cfg.background, cfg.feather)
+        pictures.append(prediction_panels(rows_, out / "worst.png", "Lowest IoU"))
+    _print(summary, per_angle, worst, out, pictures)
+    return summary
+
+
+def _print(summary: dict[str, Any], per_angle: pd.DataFrame, worst: pd.DataFrame, out: Path, pictures: list) -> None:
+    console = Console()
+    table = Table(
+        title=f"{summary['images']} images, {summary['data']}" + (" (flip TTA)" if summary["tta_flip"] else "")
+    )
+    for m in METRICS:
+        table.add_column(m, justify="right")
+    table.add_row(*(f"{summary[f'mean_{m}']:.5f}" for m in METRICS))
+    console.print(table)
+    angles = Table(title="Per angle (mean)")
+    for column in ["angle", "images", "iou", "dice", "boundary_f1"]:
+        angles.add_column(column, justify="right")
+    for _, row in per_angle.iterrows():
+        angles.add_row(
+            str(int(row.angle)), str(int(row.images)), *(f"{row[c]:.4f}" for c in ("iou", "dice", "boundary_f1"))
+        )
+    console.print(angles)
+    console.print("worst: " + ", ".join(f"{r.image} ({r.iou:.4f})" for r in worst.head(5).itertuples()))
+    print(f"carseg: mean IoU {summary['mean_iou']:.4f}, mean Dice {summary['mean_dice']:.4f} → {out / 'metrics.json'}")
+    for picture in pictures:
+        print(f"carseg: wrote {picture}")

@@ -1,0 +1,45 @@
+"""Per-image segmentation metrics at full resolution: IoU, Dice, 2-class mean IoU, accuracy, boundary F1."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    """One-pixel inner boundary of a binary mask."""
+    m = mask.astype(np.uint8)
+    return (m - cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)).astype(bool)
+
+
+def boundary_f1(pred: np.ndarray, truth: np.ndarray, tolerance: int = 2) -> float:
+    """F1 of boundary pixels matched within `tolerance` pixels (1.0 when both masks are empty)."""
+    bp, bt = _boundary(pred), _boundary(truth)
+    if not bp.any() and not bt.any():
+        return 1.0
+    if not bp.any() or not bt.any():
+        return 0.0
+    dist_to_truth = cv2.distanceTransform((~bt).astype(np.uint8), cv2.DIST_L2, 3)
+    dist_to_pred = cv2.distanceTransform((~bp).astype(np.uint8), cv2.DIST_L2, 3)
+    precision = float((dist_to_truth[bp] <= tolerance).mean())
+    recall = float((dist_to_pred[bt] <= tolerance).mean())
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def image_metrics(pred: np.ndarray, truth: np.ndarray, tolerance: int = 2) -> dict[str, float]:
+    """Metrics of one predicted mask against the truth (both H x W, 0/1)."""
+    p, t = pred.astype(bool), truth.astype(bool)
+    tp = float(np.count_nonzero(p & t))
+    fp = float(np.count_nonzero(p & ~t))
+    fn = float(np.count_nonzero(~p & t))
+    tn = float(p.size) - tp - fp - fn
+    iou = tp / (tp + fp + fn) if tp + fp + fn else 1.0
+    dice = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    iou_bg = tn / (tn + fp + fn) if tn + fp + fn else 1.0
+    return {
+        "iou": iou,
+        "dice": dice,
+        "iou_2class": (iou + iou_bg) / 2,
+        "pixel_accuracy": (tp + tn) / p.size,
+        "boundary_f1": boundary_f1(p, t, tolerance),
+    }

@@ -1,0 +1,81 @@
+"""Pictures of a run: loss and IoU curves from its logged metrics, prediction panels on new backgrounds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from carseg.errors import CarsegError  # noqa: E402
+from carseg.training.callbacks import overlay  # noqa: E402
+
+
+def epoch_table(metrics_csv: str | Path) -> pd.DataFrame:
+    """Lightning's CSV log reduced to one row per epoch (the last value of each metric)."""
+    path = Path(metrics_csv)
+    if not path.is_file():
+        raise CarsegError(f"{path}: no metrics log (runs log it with the csv logger, part of logger=wandb)")
+    frame = pd.read_csv(path)
+    return frame.dropna(subset=["epoch"]).groupby("epoch").last()
+
+
+def _curve(table: pd.DataFrame, columns: Sequence[str], ylabel: str, title: str, out: Path) -> Path | None:
+    present = [c for c in columns if c in table and table[c].notna().any()]
+    if not present:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for column in present:
+        series = table[column].dropna()
+        ax.plot(series.index + 1, series.values, marker="o", ms=3, label=column)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_curves(metrics_csv: str | Path, out_dir: str | Path) -> list[Path]:
+    """`loss_curve.png` and `iou_curve.png` in `out_dir`; returns the files written."""
+    table = epoch_table(metrics_csv)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [
+        _curve(table, ["train/loss_epoch", "val/loss"], "loss", "Loss", out_dir / "loss_curve.png"),
+        _curve(table, ["train/iou", "val/iou"], "IoU (Jaccard)", "IoU", out_dir / "iou_curve.png"),
+    ]
+    return [w for w in written if w is not None]
+
+
+def prediction_panels(
+    rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], out: str | Path, title: str = ""
+) -> Path:
+    """Rows of (name, image, true mask, predicted mask, composite) as input | truth | prediction | new background."""
+    columns = ["input", "true mask", "predicted mask", "on a new background"]
+    fig, axes = plt.subplots(len(rows), 4, figsize=(13, 2.3 * len(rows) + 0.4), dpi=110, squeeze=False)
+    for r, (name, image, truth, pred, comp) in enumerate(rows):
+        pictures = [image, overlay(image, truth, (0, 200, 0)), overlay(image, pred, (220, 0, 220)), comp]
+        for c, picture in enumerate(pictures):
+            ax = axes[r][c]
+            ax.imshow(picture)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(columns[c])
+        axes[r][0].set_ylabel(name, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

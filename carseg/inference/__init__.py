@@ -1,0 +1,1 @@
+"""Inference: full-resolution masks from a checkpoint or ONNX model, cut-outs and composites, export."""

@@ -1,0 +1,150 @@
+"""Full-resolution masks from a checkpoint (PyTorch) or an exported ONNX model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from carseg.errors import CarsegError
+
+PAD = 32
+
+
+def _model_size(size: Sequence[int] | None, shape: tuple[int, int]) -> tuple[int, int] | None:
+    """The size the network sees for an image of `shape`: the training size, or native when None."""
+    if size is None or tuple(size) == tuple(shape):
+        return None
+    return int(size[0]), int(size[1])
+
+
+class Predictor:
+    """Probabilities of "car" for images of any size, returned at each image's own resolution.
+
+    Images are resized to the model's training size (`input_size`, read from the checkpoint) when it is
+    set, else run at native size padded to a multiple of 32; logits are upsampled back and un-padded.
+    `tta` averages with the horizontally flipped image.
+    """
+
+    def __init__(
+        self,
+        ckpt: str | Path | None = None,
+        onnx: str | Path | None = None,
+        input_size: Sequence[int] | str | None = "train",
+        tta: bool = False,
+        precision: str = "auto",
+        channels_last: bool = True,
+        device: str | None = None,
+        threads: int | None = None,
+    ):
+        if (ckpt is None) == (onnx is None):
+            raise CarsegError("give exactly one of a checkpoint (--ckpt) or an ONNX model (--onnx)")
+        self.tta = tta
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.session = None
+        self.module = None
+        trained_size: Sequence[int] | None = None
+        if ckpt is not None:
+            from carseg.evaluation.checkpoints import load_checkpoint
+
+            module, trained_size = load_checkpoint(ckpt, map_location=str(self.device))
+            self.module = module.eval()
+            self.threshold = float(self.module.hparams.get("threshold", 0.5))
+            if channels_last:
+                self.module.net.to(memory_format=torch.channels_last)
+            self.module.hparams.channels_last = channels_last
+        else:
+            self.session, self.threshold, trained_size = _onnx_session(Path(onnx), threads)
+        self.input_size = trained_size if input_size == "train" else input_size
+        self.precision = _resolve_precision(precision, self.device) if self.module is not None else "32"
+
+    def _autocast(self) -> Any:
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if self.precision == "16":
+            return torch.autocast(self.device.type, dtype=torch.float16)
+        return nullcontext()
+
+    def _logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits (N, 1, h, w) for a float batch in 0..255 whose size the network accepts."""
+        if self.module is not None:
+            with torch.inference_mode(), self._autocast():
+                return self.module(batch.to(self.device)).float().cpu()
+        h, w = batch.shape[-2:]
+        ph, pw = (-h) % PAD, (-w) % PAD
+        x = F.pad(batch, (0, pw, 0, ph), mode="replicate") if ph or pw else batch
+        out = self.session.run(None, {"image": x.numpy().astype(np.float32)})[0]
+        return torch.from_numpy(out)[..., :h, :w]
+
+    def logits(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Logits at full resolution for a list of same-size RGB uint8 images (N, H, W, 3)."""
+        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+        shape = x.shape[-2:]
+        size = _model_size(self.input_size, tuple(shape))
+        if size is not None:
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        out = self._logits(x)
+        if self.tta:
+            out = (out + self._logits(x.flip(-1)).flip(-1)) / 2
+        if size is not None:
+            out = F.interpolate(out, size=tuple(shape), mode="bilinear", align_corners=False)
+        return out[:, 0]
+
+    def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return torch.sigmoid(self.logits(images)).numpy()
+
+    def masks(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Binary masks (N, H, W) uint8 0/1."""
+        return (self.logits(images) > _logit(self.threshold)).numpy().astype(np.uint8)
+
+    def batched(self, items: Iterable[tuple[Any, np.ndarray]], batch_size: int = 4) -> Iterator[tuple[Any, np.ndarray]]:
+        """(key, image) pairs in → (key, mask) pairs out, batching consecutive images of the same size."""
+        pending: list[tuple[Any, np.ndarray]] = []
+        for key, image in items:
+            if pending and (image.shape != pending[0][1].shape or len(pending) == batch_size):
+                yield from zip([k for k, _ in pending], self.masks([im for _, im in pending]), strict=True)
+                pending = []
+            pending.append((key, image))
+        if pending:
+            yield from zip([k for k, _ in pending], self.masks([im for _, im in pending]), strict=True)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
+
+
+def _resolve_precision(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        if precision not in ("32", "bf16", "16"):
+            raise CarsegError(f"precision={precision!r}: use auto, 32, bf16 or 16")
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "16"
+    from carseg.training.devices import cpu_has_bf16
+
+    return "bf16" if cpu_has_bf16() else "32"
+
+
+def _onnx_session(path: Path, threads: int | None) -> tuple[Any, float, list[int] | None]:
+    import json
+
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise CarsegError(f"--onnx {path}: no such file")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), options, providers=ort.get_available_providers())
+    except Exception as err:  # onnxruntime raises its own exception types
+        raise CarsegError(f"{path}: not a loadable ONNX model ({err})") from err
+    meta = session.get_modelmeta().custom_metadata_map
+    size = json.loads(meta["input_size"]) if meta.get("input_size") else None
+    return session, float(meta.get("threshold", 0.5)), size
