@@ -66,6 +66,37 @@ def _bench_data(args: argparse.Namespace) -> None:
     run(args.dir, tuple(args.size), args.images, tuple(args.workers), tuple(args.models), args.out)
 
 
+def _predict(args: argparse.Namespace) -> None:
+    from carseg.inference.predictor import Predictor
+    from carseg.inference.run import predict
+
+    size = {"train": "train", "native": None}.get(args.input_size[0]) if len(args.input_size) == 1 else None
+    if len(args.input_size) == 2:
+        size = [int(v) for v in args.input_size]
+    elif args.input_size[0] not in ("train", "native"):
+        raise CarsegError(f"--input-size {' '.join(args.input_size)}: use train, native, or H W")
+    predictor = Predictor(ckpt=args.ckpt, onnx=args.onnx, input_size=size, tta=args.tta, precision=args.precision)
+    n = predict(
+        args.inputs,
+        predictor,
+        args.out,
+        args.background,
+        args.feather,
+        args.submission,
+        args.batch_size,
+        not args.quiet,
+    )
+    where = " and ".join(str(p) for p in (args.out, args.submission) if p)
+    print(f"carseg: {n} images predicted; written to {where}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from carseg.inference.export import export_onnx
+
+    out = export_onnx(args.ckpt, args.out, args.opset)
+    print(f"carseg: exported {args.ckpt} to {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carseg", description="carseg: car segmentation on Carvana-style photos")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +121,26 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("dir")
     download.add_argument("--test", action="store_true", help="also the 100,064 test images (about 14 GB)")
     download.set_defaults(func=_download)
+    pred = commands.add_parser("predict", help="masks, cut-outs and composites (or a Kaggle submission) for photos")
+    pred.add_argument("inputs", nargs="+", help="JPEG/PNG files or folders of them")
+    source = pred.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="a checkpoint written by train.py")
+    source.add_argument("--onnx", help="a model written by `carseg export`")
+    pred.add_argument("--out", help="folder for <name>_mask.png, <name>_cutout.png (and _composite.jpg)")
+    pred.add_argument("--background", help="composite over this colour (white, #1e90ff) or image file")
+    pred.add_argument("--feather", type=float, default=0.0, help="soften the cut-out edge (Gaussian sigma, pixels)")
+    pred.add_argument("--submission", help="write Kaggle's img,rle_mask CSV here")
+    pred.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    pred.add_argument("--batch-size", type=int, default=4)
+    pred.add_argument("--input-size", nargs="+", default=["train"], help="train (default), native, or H W")
+    pred.add_argument("--precision", default="auto", help="auto, 32, bf16 or 16 (checkpoints only)")
+    pred.add_argument("--quiet", action="store_true", help="no progress bar")
+    pred.set_defaults(func=_predict)
+    export = commands.add_parser("export", help="export a checkpoint to ONNX (dynamic batch and size)")
+    export.add_argument("--ckpt", required=True)
+    export.add_argument("--out", required=True)
+    export.add_argument("--opset", type=int, default=17)
+    export.set_defaults(func=_export)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     bench_data = bench.add_parser("data", help="input pipeline speed next to the training step")
     bench_data.add_argument("dir", nargs="?", default="../shared/carvana/sample_full")

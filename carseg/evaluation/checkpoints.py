@@ -66,6 +66,11 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[Segmen
             f"({str(err).splitlines()[0][:200]}); was the file edited or written by another model?"
         ) from err
     size = (ckpt.get("datamodule_hyper_parameters") or {}).get("image_size")
+    run_dir = run_dir_of(Path(path))
+    if size is None and run_dir is not None:  # checkpoints that predate the record: the run's config
+        from omegaconf import OmegaConf
+
+        size = OmegaConf.load(run_dir / ".hydra" / "config.yaml").get("datamodule", {}).get("image_size")
     return module.to(map_location), ([int(v) for v in size] if size is not None else None)
 
 

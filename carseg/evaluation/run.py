@@ -60,8 +60,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     print(f"carseg: evaluating {ckpt}")
     predictor = Predictor(ckpt=ckpt, input_size=cfg.get("input_size", "train"), tta=cfg.tta, precision=cfg.precision)
-    if predictor.input_size is None and cfg.get("input_size", "train") == "train" and run_dir is not None:
-        predictor.input_size = list(cfg.datamodule.image_size)  # older checkpoints: from the run's config
     records, source = _records(cfg)
     rows = []
     batch = int(cfg.get("batch_size", 4))

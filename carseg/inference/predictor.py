@@ -103,15 +103,34 @@ class Predictor:
         return (self.logits(images) > _logit(self.threshold)).numpy().astype(np.uint8)
 
     def batched(self, items: Iterable[tuple[Any, np.ndarray]], batch_size: int = 4) -> Iterator[tuple[Any, np.ndarray]]:
-        """(key, image) pairs in → (key, mask) pairs out, batching consecutive images of the same size."""
+        """(key, image) pairs in → (key, mask) pairs out, batching consecutive images of the same size.
+
+        A full batch is predicted before the next image is asked for, and when reading the next image
+        fails, the images already read are predicted before the error goes on."""
         pending: list[tuple[Any, np.ndarray]] = []
-        for key, image in items:
-            if pending and (image.shape != pending[0][1].shape or len(pending) == batch_size):
-                yield from zip([k for k, _ in pending], self.masks([im for _, im in pending]), strict=True)
-                pending = []
+
+        def flush() -> Iterator[tuple[Any, np.ndarray]]:
+            keys, images = [k for k, _ in pending], [im for _, im in pending]
+            pending.clear()
+            yield from zip(keys, self.masks(images), strict=True)
+
+        iterator = iter(items)
+        while True:
+            try:
+                key, image = next(iterator)
+            except StopIteration:
+                break
+            except Exception:
+                if pending:
+                    yield from flush()
+                raise
+            if pending and image.shape != pending[0][1].shape:
+                yield from flush()
             pending.append((key, image))
+            if len(pending) == batch_size:
+                yield from flush()
         if pending:
-            yield from zip([k for k, _ in pending], self.masks([im for _, im in pending]), strict=True)
+            yield from flush()
 
 
 def _logit(p: float) -> float:

@@ -1,0 +1,75 @@
+"""`evaluate.py` on a trained checkpoint: the files it writes and what they hold."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from carseg.errors import CarsegError
+from carseg.evaluation.run import evaluate
+from tests.helpers import compose_cfg, run_script
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained, tmp_path_factory):
+    run_dir, best = trained
+    out = tmp_path_factory.mktemp("eval")
+    cfg = compose_cfg("evaluate", [f"paths.root_dir={run_dir.parents[3]}", "print_config=false", "worst_k=5"], out)
+    return out, evaluate(cfg), best
+
+
+def test_finds_the_newest_best_checkpoint_and_scores_it(evaluated, trained):
+    out, summary, best = evaluated
+    assert summary["checkpoint"].startswith(str(trained[0] / "checkpoints" / "epoch_"))
+    assert summary["images"] == 32  # the 2 validation cars of the training split
+    assert 0.8 < summary["mean_iou"] <= 1 and abs(summary["mean_iou"] - best) < 0.06
+    assert summary["mean_dice"] > summary["mean_iou"] and summary["kaggle_score_mean_dice"] == summary["mean_dice"]
+    assert summary["mean_iou_2class"] > summary["mean_iou"]
+    assert summary["input_size"] == [64, 96]  # the training size, read from the checkpoint
+    assert json.loads((out / "metrics.json").read_text()) == summary
+
+
+def test_tables(evaluated):
+    out, summary, _ = evaluated
+    per_image = pd.read_csv(out / "per_image.csv")
+    assert len(per_image) == 32 and {"car_id", "angle", "iou", "dice", "boundary_f1"} <= set(per_image.columns)
+    assert per_image["iou"].mean() == pytest.approx(summary["mean_iou"])
+    per_angle = pd.read_csv(out / "per_angle.csv")
+    assert per_angle["angle"].tolist() == list(range(1, 17)) and (per_angle["images"] == 2).all()
+    worst = pd.read_csv(out / "worst.csv")
+    assert len(worst) == 5 and worst["iou"].max() <= per_image["iou"].nsmallest(6).max()
+
+
+def test_pictures(evaluated):
+    out, _, _ = evaluated
+    from PIL import Image
+
+    for name in ("loss_curve.png", "iou_curve.png", "panels.png", "worst.png"):
+        with Image.open(out / name) as im:
+            assert im.size[0] > 300 and im.size[1] > 200
+
+
+def test_any_folder_with_tta(best_ckpt, tiny_data, tmp_path):
+    cfg = compose_cfg(
+        "evaluate",
+        [
+            f"ckpt_path={best_ckpt}",
+            f"eval_dir={tiny_data}",
+            "tta=true",
+            "print_config=false",
+            f"paths.root_dir={tmp_path}",
+        ],
+        tmp_path / "eval",
+    )
+    summary = evaluate(cfg)
+    assert summary["images"] == 96 and summary["tta_flip"] and summary["mean_iou"] > 0.8
+
+
+def test_no_checkpoint_is_a_clear_error(tmp_path):
+    cfg = compose_cfg("evaluate", [f"paths.root_dir={tmp_path}", "print_config=false"], tmp_path / "eval")
+    with pytest.raises(CarsegError, match="no checkpoint found"):
+        evaluate(cfg)
+    result = run_script("evaluate.py", [f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path}/e"])
+    assert result.returncode == 2 and "make train" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,141 @@
+"""`carseg predict` and `carseg export`: outputs at each input's own size, submissions, ONNX, bad input."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from carseg.cli import main as cli
+from carseg.data.carvana import read_rle_table
+from carseg.data.rle import rle_decode
+from carseg.errors import CarsegError
+from carseg.evaluation.checkpoints import load_checkpoint
+from carseg.inference.background import composite, cutout, load_background
+from carseg.inference.predictor import Predictor
+from carseg.inference.run import predict
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def photos(tiny_data, tmp_path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for src in sorted((tiny_data / "train").glob("*.jpg"))[:3]:
+        shutil.copy(src, folder)
+    big = Image.open(next(folder.iterdir())).resize((216, 144))
+    big.save(folder / "other_size.png")
+    (folder / "notes.txt").write_text("not a photo")  # ignored inside a folder
+    return folder
+
+
+def test_predict_writes_masks_cutouts_composites_at_own_size(best_ckpt, photos, tmp_path):
+    out = tmp_path / "out"
+    cli(["predict", str(photos), "--ckpt", str(best_ckpt), "--out", str(out), "--background", "#ff0000", "--quiet"])
+    for photo in sorted(p for p in photos.iterdir() if p.suffix != ".txt"):
+        image = np.asarray(Image.open(photo).convert("RGB"))
+        mask = np.asarray(Image.open(out / f"{photo.stem}_mask.png"))
+        assert mask.shape == image.shape[:2] and set(np.unique(mask)) <= {0, 255}
+        assert 0.03 < (mask > 0).mean() < 0.7
+        cut = np.asarray(Image.open(out / f"{photo.stem}_cutout.png"))
+        assert cut.shape == (*image.shape[:2], 4) and np.array_equal(cut[..., 3], mask)
+        comp = np.asarray(Image.open(out / f"{photo.stem}_composite.jpg")).astype(int)
+        outside = mask == 0
+        assert np.abs(comp[outside] - [255, 0, 0]).mean() < 12  # JPEG noise only
+
+
+def test_submission_rows_match_masks(best_ckpt, photos, tmp_path):
+    sub = tmp_path / "submission.csv"
+    out = tmp_path / "out"
+    n = predict([photos], Predictor(ckpt=best_ckpt), out=out, submission=sub, progress=False)
+    table = read_rle_table(sub)
+    assert n == len(table) == 4 and "other_size.png" in table
+    for name, code in table.items():
+        mask = np.asarray(Image.open(out / f"{Path(name).stem}_mask.png")) > 0
+        np.testing.assert_array_equal(rle_decode(code, mask.shape), mask)
+
+
+def test_onnx_agrees_with_pytorch(best_ckpt, photos, tmp_path):
+    onnx_path = tmp_path / "model.onnx"
+    cli(["export", "--ckpt", str(best_ckpt), "--out", str(onnx_path)])
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(photos.glob("*.jpg"))]
+    torch_pred = Predictor(ckpt=best_ckpt, precision="32")
+    onnx_pred = Predictor(onnx=onnx_path)
+    assert onnx_pred.input_size == torch_pred.input_size == [64, 96]
+    a, b = torch_pred.logits(images), onnx_pred.logits(images)
+    assert (a - b).abs().max() < 1e-2
+    agree = ((a > 0) == (b > 0)).float().mean().item()
+    assert agree >= 0.999
+    out = tmp_path / "onnx_out"
+    cli(["predict", str(photos), "--onnx", str(onnx_path), "--out", str(out), "--quiet"])
+    assert len(list(out.glob("*_mask.png"))) == 4
+
+
+def test_background_helpers(tmp_path):
+    image = np.full((20, 30, 3), 200, np.uint8)
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:15, 10:20] = 1
+    assert np.array_equal(cutout(image, mask)[..., 3], mask * 255)
+    soft = cutout(image, mask, feather=2.0)[..., 3]
+    assert 0 < soft[5, 9] < 128 < soft[10, 15]
+    picture = tmp_path / "bg.png"
+    Image.fromarray(np.tile(np.arange(40, dtype=np.uint8)[None, :, None], (10, 1, 3))).save(picture)
+    bg = load_background(str(picture), (20, 30))
+    assert bg.shape == (20, 30, 3)
+    comp = composite(image, mask, load_background("blue", (20, 30)))
+    assert tuple(comp[0, 0]) == (0, 0, 255) and tuple(comp[10, 15]) == (200, 200, 200)
+    with pytest.raises(CarsegError, match="neither an image file nor a colour"):
+        load_background("not-a-colour", (2, 2))
+
+
+def test_bad_inputs(best_ckpt, photos, tmp_path):
+    predictor = Predictor(ckpt=best_ckpt)
+    with pytest.raises(CarsegError, match="notes.txt: not a JPEG or PNG"):
+        predict([photos / "notes.txt"], predictor, out=tmp_path / "o")
+    with pytest.raises(CarsegError, match="no such file or folder"):
+        predict([tmp_path / "missing"], predictor, out=tmp_path / "o")
+    # A corrupt photo in the middle: the error names it, the outputs before it stay.
+    files = sorted(photos.glob("*.jpg"))
+    files[1].write_bytes(b"\xff\xd8 broken")
+    out = tmp_path / "partial"
+    with pytest.raises(CarsegError, match=files[1].name):
+        predict(files, predictor, out=out, batch_size=1, progress=False)
+    assert (out / f"{files[0].stem}_mask.png").is_file()
+
+
+def test_unreadable_folder(best_ckpt, photos, tmp_path, monkeypatch):
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    with pytest.raises(CarsegError, match="the folder cannot be read"):
+        predict([photos], Predictor(ckpt=best_ckpt), out=tmp_path / "o")
+
+
+def test_bad_checkpoints(best_ckpt, tmp_path):
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(best_ckpt.read_bytes()[:1000])
+    with pytest.raises(CarsegError, match="corrupt or not a checkpoint"):
+        load_checkpoint(corrupt)
+    ckpt = torch.load(best_ckpt, weights_only=False)
+    ckpt["hyper_parameters"]["net"]["arch"] = "FPN"
+    other = tmp_path / "other_arch.ckpt"
+    torch.save(ckpt, other)
+    with pytest.raises(CarsegError, match="do not fit the architecture"):
+        load_checkpoint(other)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"hidden": 3}}, foreign)
+    with pytest.raises(CarsegError, match="another model class"):
+        load_checkpoint(foreign)
+    result = _cli_subprocess(["predict", str(tmp_path), "--ckpt", str(corrupt), "--out", str(tmp_path / "x")])
+    assert result.returncode == 2 and "corrupt" in result.stderr and "Traceback" not in result.stderr
+
+
+def _cli_subprocess(args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "carseg.cli", *args], capture_output=True, text=True)
