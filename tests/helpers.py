@@ -34,7 +34,9 @@ def tiny_overrides(data_root: Path, out: Path) -> list[str]:
     ]
 
 
-def compose_cfg(config_name: str, overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+def compose_cfg(
+    config_name: str, overrides: list[str], output_dir: Path | None = None, keep_hydra: bool = False
+) -> DictConfig:
     """Compose a config as `@hydra.main` would, with HydraConfig set so `${hydra:...}` resolves."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
@@ -45,8 +47,9 @@ def compose_cfg(config_name: str, overrides: list[str], output_dir: Path | None 
             cfg.hydra.runtime.cwd = str(ROOT)
         output_dir.mkdir(parents=True, exist_ok=True)
     HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
+    if not keep_hydra:
+        with open_dict(cfg):
+            del cfg.hydra
     return cfg
 
 

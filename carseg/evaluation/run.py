@@ -29,7 +29,7 @@ def _records(cfg: DictConfig) -> tuple[list[Record], str]:
     """The images to evaluate: a folder given as `eval_dir`, else the validation split of the data module."""
     if cfg.get("eval_dir"):
         return scan(cfg.eval_dir, cfg.get("mask_source", "auto")), str(cfg.eval_dir)
-    datamodule = build(cfg.datamodule, "datamodule")
+    datamodule = build(cfg.datamodule, "datamodule", _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("validate")
     return datamodule.val_set.records, f"validation split of {cfg.datamodule.data_dir}"

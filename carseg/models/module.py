@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchmetrics import MaxMetric
 from torchmetrics.classification import BinaryF1Score, BinaryJaccardIndex
 
@@ -19,7 +19,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def _config(value: Any) -> Any:
     """Plain containers for configs, so that checkpoints hold no OmegaConf objects."""
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
 
 
 class SegmentationModule(pl.LightningModule):

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from carseg.build import build
 from carseg.console import print_config_tree
+from carseg.errors import CarsegError
+from carseg.evaluation.checkpoints import run_dir_of
+from carseg.training import ddp
 from carseg.training.devices import resolve_trainer_args
+
+WANDB_ID_FILE = "wandb_run_id"
 
 
 def _instantiate_group(group: DictConfig | None, name: str) -> list[Any]:
@@ -27,8 +33,51 @@ def _instantiate_group(group: DictConfig | None, name: str) -> list[Any]:
     ]
 
 
+def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path) -> Path | None:
+    """`last`: the newest `last.ckpt` of any training run under `log_dir`; a path: that file."""
+    if not ckpt_path:
+        return None
+    if ckpt_path == "last":
+        found = list((Path(log_dir) / "train").glob("**/checkpoints/last.ckpt"))
+        if not found:
+            raise CarsegError(f"ckpt_path=last: no last.ckpt under {Path(log_dir) / 'train'}; nothing to resume")
+        return max(found, key=lambda p: p.stat().st_mtime)
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise CarsegError(f"ckpt_path={ckpt_path}: no such file (use ckpt_path=last for the newest run)")
+    return path
+
+
+def _sweep_context() -> tuple[str, int] | None:
+    """(sweep directory name, job number) inside a Hydra multirun, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra_cfg = HydraConfig.get()
+    return Path(hydra_cfg.sweep.dir).name, int(hydra_cfg.job.num)
+
+
+def _configure_wandb(cfg: DictConfig, resume_from: Path | None) -> None:
+    """Group sweep jobs by sweep; resume the W&B run of the run being resumed."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if wandb_cfg is None:
+        return
+    with open_dict(cfg):
+        sweep = _sweep_context()
+        if sweep is not None:
+            wandb_cfg.group = wandb_cfg.get("group") or sweep[0]
+            wandb_cfg.name = wandb_cfg.get("name") or f"{sweep[0]}-job{sweep[1]}"
+            wandb_cfg.tags = [*(wandb_cfg.get("tags") or []), "sweep"]
+        old_run = run_dir_of(resume_from) if resume_from is not None else None
+        if old_run is not None and (old_run / WANDB_ID_FILE).is_file():
+            wandb_cfg.id = (old_run / WANDB_ID_FILE).read_text().strip()
+            wandb_cfg.resume = "allow"
+
+
 def _build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
-    datamodule = build(cfg.datamodule, "datamodule")
+    datamodule = build(cfg.datamodule, "datamodule", _convert_="all")
     model = build(cfg.model, "model", _recursive_=False)
     callbacks = _instantiate_group(cfg.get("callbacks"), "callbacks")
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"), "logger")
@@ -36,7 +85,15 @@ def _build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule,
     trainer = build(trainer_args, "trainer", callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    _record_wandb_id(loggers, Path(cfg.paths.output_dir))
     return datamodule, model, trainer
+
+
+@rank_zero_only
+def _record_wandb_id(loggers: list[Logger], output_dir: Path) -> None:
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            (output_dir / WANDB_ID_FILE).write_text(logger.experiment.id)
 
 
 @rank_zero_only
@@ -70,18 +127,38 @@ def _report(trainer: pl.Trainer, cfg: DictConfig, seconds: float) -> dict[str, A
 
 def train(cfg: DictConfig) -> float | None:
     """Train as `cfg` says; return the best value of the monitored metric (for sweepers)."""
+    ddp.install()
+    with ddp.isolated_job():
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> float | None:
     if rank_zero_only.rank == 0 and cfg.get("print_config", True):
         print_config_tree(cfg, save_to=Path(cfg.paths.output_dir) / "config_tree.log")
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
+    resume_from = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir)
+    if resume_from is not None and rank_zero_only.rank == 0:
+        print(f"carseg: resuming from {resume_from}")
+    _configure_wandb(cfg, resume_from)
     start = time.time()
     datamodule, model, trainer = _build(cfg)
     try:
         if cfg.get("train", True):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
         summary = _report(trainer, cfg, time.time() - start) or {}
+    except SystemExit as stop:  # SIGTERM (Lightning raises SIGTERMException) or Ctrl-C
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        hint = f"the same command with ckpt_path={last}" if last.is_file() else "no epoch had finished; start again"
+        if rank_zero_only.rank == 0:
+            print(
+                f"carseg: training interrupted at step {trainer.global_step}; checkpoints kept. Resume: {hint}",
+                file=sys.stderr,
+            )
+        code = stop.code if isinstance(stop.code, int) and stop.code else 143
+        raise SystemExit(code) from None
     finally:
         for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
+            if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
                 logger.experiment.finish()
     return summary.get("best")

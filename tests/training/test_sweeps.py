@@ -1,0 +1,173 @@
+"""Sweeps x DDP, Optuna, submitit, launcher configs, W&B grouping, and resuming a killed run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.helpers import ROOT, compose_cfg, run_script, tiny_overrides, wandb_records
+
+pytestmark = pytest.mark.slow
+
+
+def _jobs(sweep: Path) -> list[Path]:
+    return sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def _wandb_run(job: Path):
+    (run,) = list((job / "wandb").glob("offline-run-*"))
+    return next(r.run for r in wandb_records(next(run.glob("*.wandb"))) if r.WhichOneof("record_type") == "run")
+
+
+def test_multirun_of_ddp_jobs_trains_each_job_once(tiny_root, tmp_path):
+    result = run_script(
+        "train.py",
+        [
+            "-m",
+            *tiny_overrides(tiny_root, tmp_path),
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=1",
+            "model.optimizer.lr=1e-3,3e-4",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+    )
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text[-3000:]
+    assert text.count("Launching 2 jobs") == 1  # child ranks did not fan the sweep out again
+    assert text.count("MEMBER: 2/2") == 2  # each job ran on two processes
+    jobs = _jobs(tmp_path / "sweep")
+    assert [j.name for j in jobs] == ["0", "1"]
+    assert not (tmp_path / "logs").exists()  # no stray run or sweep directories from child ranks
+    ids = set()
+    for job in jobs:
+        assert len(list((job / "checkpoints").glob("epoch_*.ckpt"))) == 1
+        assert len(list((job / "wandb").glob("offline-run-*"))) == 1
+        assert json.loads((job / "summary.json").read_text())["global_step"] > 0
+        run = _wandb_run(job)
+        assert run.run_group == "sweep" and "sweep" in run.tags
+        ids.add(run.run_id)
+    assert len(ids) == 2
+    summary = pd.read_csv(tmp_path / "sweep" / "sweep_summary.csv")
+    assert summary["job"].tolist() == [0, 1] and summary["best"].notna().all()
+    assert summary["overrides"].str.contains("model.optimizer.lr=0.001").sum() == 1
+
+
+def test_optuna_sweep(tiny_root, tmp_path):
+    result = run_script(
+        "train.py",
+        [
+            *tiny_overrides(tiny_root, tmp_path),
+            "hparams_search=optuna",
+            "hydra.sweeper.n_trials=2",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            f"hydra.sweep.dir={tmp_path}/optuna",
+        ],
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    sweep = tmp_path / "optuna"
+    assert len(_jobs(sweep)) == 2
+    results = (sweep / "optimization_results.yaml").read_text()
+    assert "best_params" in results and "best_value" in results
+    summary = pd.read_csv(sweep / "sweep_summary.csv")
+    assert len(summary) == 2 and summary["overrides"].str.contains("model.net.arch=").all()
+    assert "ranked by best val/iou" in result.stdout
+
+
+def test_submitit_local_launcher(tiny_root, tmp_path):
+    result = run_script(
+        "train.py",
+        [
+            "-m",
+            "hydra/launcher=submitit_local",
+            *tiny_overrides(tiny_root, tmp_path),
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "model.optimizer.lr=1e-3,3e-4",
+            f"hydra.sweep.dir={tmp_path}/sub",
+        ],
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    jobs = _jobs(tmp_path / "sub")
+    assert len(jobs) == 2 and all((j / "summary.json").is_file() for j in jobs)
+    assert (tmp_path / "sub" / ".submitit").is_dir()
+
+
+def test_launcher_configs_follow_the_trainer(tmp_path):
+    cfg = compose_cfg(
+        "train",
+        [
+            "hydra/launcher=submitit_slurm",
+            "trainer.gpus=8",
+            "trainer.num_nodes=2",
+            "hydra.launcher.partition=gpu",
+            f"paths.root_dir={tmp_path}",
+        ],
+        None,
+        keep_hydra=True,
+    )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node, launcher.partition) == (2, 8, 8, "gpu")
+    cfg = compose_cfg("train", ["hydra/launcher=joblib", f"paths.root_dir={tmp_path}"], None, keep_hydra=True)
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+
+
+def test_resume_after_sigterm_matches_an_uninterrupted_run(tiny_root, tmp_path):
+    base = [*tiny_overrides(tiny_root, tmp_path), "trainer.max_epochs=4", "datamodule.image_size=[96,144]"]
+    env_cmd = [sys.executable, str(ROOT / "train.py")]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    first = tmp_path / "first"
+    proc = subprocess.Popen(
+        [*env_cmd, *base, f"hydra.run.dir={first}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while not (first / "checkpoints" / "last.ckpt").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # well into the next epoch
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "training interrupted" in err and "ckpt_path=" in err, err[-2000:]
+    kept = sorted(p.name for p in (first / "checkpoints").iterdir())
+    assert "last.ckpt" in kept and not (first / "summary.json").exists()
+
+    second = tmp_path / "second"
+    result = run_script("train.py", [*base, f"ckpt_path={first}/checkpoints/last.ckpt", f"hydra.run.dir={second}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = json.loads((second / "summary.json").read_text())
+    full = tmp_path / "full"
+    result = run_script("train.py", [*base, f"hydra.run.dir={full}"])
+    assert result.returncode == 0
+    uninterrupted = json.loads((full / "summary.json").read_text())
+    assert resumed["global_step"] == uninterrupted["global_step"] == 4 * 8
+    assert sorted(p.name for p in (first / "checkpoints").iterdir()) == kept  # nothing lost
+    assert (second / "wandb_run_id").read_text() == (first / "wandb_run_id").read_text()
+
+
+def test_ckpt_path_last_is_the_newest_runs_last_checkpoint(tmp_path):
+    from carseg.errors import CarsegError
+    from carseg.training.run import resolve_ckpt_path
+
+    with pytest.raises(CarsegError, match="nothing to resume"):
+        resolve_ckpt_path("last", tmp_path)
+    old = tmp_path / "train" / "runs" / "a" / "checkpoints" / "last.ckpt"
+    new = tmp_path / "train" / "multiruns" / "b" / "0" / "checkpoints" / "last.ckpt"
+    for i, path in enumerate((old, new)):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+        os.utime(path, (1000 + i, 1000 + i))
+    assert resolve_ckpt_path("last", tmp_path) == new
+    assert resolve_ckpt_path(str(old), tmp_path) == old
+    with pytest.raises(CarsegError, match="no such file"):
+        resolve_ckpt_path(str(tmp_path / "nope.ckpt"), tmp_path)
