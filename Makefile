@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install train evaluate test test-fast lint format data bench-data clean
+.PHONY: help install train evaluate test test-fast lint format data bench bench-data bench-train bench-infer clean
 CARVANA_SAMPLE ?= ../shared/carvana/sample_full
 
 help:  ## list the targets
@@ -45,6 +45,14 @@ data: install  ## write the embedded synthetic data set to data/ (train does thi
 
 bench-data: install  ## input pipeline speed (decode, reduced decode, cache; 0/1/2 workers) -> bench/data.json
 	$(VENV)/bin/carseg bench data $(CARVANA_SAMPLE) --out bench/data.json
+
+bench-train: install  ## training img/s, carseg vs a bare PyTorch loop (fp32, channels_last, bf16) -> bench/train.json
+	$(VENV)/bin/carseg bench train --out bench/train.json
+
+bench-infer: install  ## full-resolution inference paths (eager, channels_last, bf16, compile, ONNX) -> bench/infer.json
+	$(VENV)/bin/carseg bench infer $(CARVANA_SAMPLE) --out bench/infer.json $(ARGS)
+
+bench: bench-data bench-train bench-infer  ## all benchmarks
 
 clean:  ## remove logs and generated data (keeps .venv)
 	rm -rf logs data .pytest_cache .ruff_cache

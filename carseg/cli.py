@@ -97,6 +97,29 @@ def _export(args: argparse.Namespace) -> None:
     print(f"carseg: exported {args.ckpt} to {out}")
 
 
+def _bench_train(args: argparse.Namespace) -> None:
+    from carseg.bench.train import run
+
+    if args.smoke:
+        run(
+            models=("unet_resnet18_light",),
+            sizes={"unet_resnet18_light": (64, 96)},
+            batch=2,
+            steps=1,
+            warmup=1,
+            rss=False,
+            out=args.out,
+        )
+    else:
+        run(steps=args.steps, out=args.out)
+
+
+def _bench_infer(args: argparse.Namespace) -> None:
+    from carseg.bench.infer import run
+
+    run(args.dir, args.ckpt, args.images, compile_=not args.no_compile, rss=not args.smoke, out=args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carseg", description="carseg: car segmentation on Carvana-style photos")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench_data.add_argument("--models", nargs="+", default=["unet_resnet18_light", "unet_resnet34"])
     bench_data.add_argument("--out", default="bench/data.json")
     bench_data.set_defaults(func=_bench_data)
+    bench_train = bench.add_parser("train", help="training images/s: carseg's Trainer path vs a bare PyTorch loop")
+    bench_train.add_argument("--steps", type=int, default=4)
+    bench_train.add_argument("--smoke", action="store_true", help="a tiny run that checks the benchmark works")
+    bench_train.add_argument("--out", default="bench/train.json")
+    bench_train.set_defaults(func=_bench_train)
+    bench_infer = bench.add_parser("infer", help="full-resolution inference paths, speed and agreement")
+    bench_infer.add_argument("dir", nargs="?", default="../shared/carvana/sample_full")
+    bench_infer.add_argument("--ckpt", help="a trained checkpoint (default: an untrained U-Net ResNet-34)")
+    bench_infer.add_argument("--images", type=int, default=3)
+    bench_infer.add_argument("--no-compile", action="store_true")
+    bench_infer.add_argument("--smoke", action="store_true", help="no memory measurement")
+    bench_infer.add_argument("--out", default="bench/infer.json")
+    bench_infer.set_defaults(func=_bench_infer)
     return parser
 
 

@@ -41,6 +41,7 @@ class Predictor:
         channels_last: bool = True,
         device: str | None = None,
         threads: int | None = None,
+        compile: bool = False,
     ):
         if (ckpt is None) == (onnx is None):
             raise CarsegError("give exactly one of a checkpoint (--ckpt) or an ONNX model (--onnx)")
@@ -58,6 +59,8 @@ class Predictor:
             if channels_last:
                 self.module.net.to(memory_format=torch.channels_last)
             self.module.hparams.channels_last = channels_last
+            if compile:
+                self.module.net = torch.compile(self.module.net)
         else:
             self.session, self.threshold, trained_size = _onnx_session(Path(onnx), threads)
         self.input_size = trained_size if input_size == "train" else input_size

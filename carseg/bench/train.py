@@ -1,0 +1,191 @@
+"""Training speed: carseg's Trainer path against a bare PyTorch loop, same model, batch, loss and optimiser."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from carseg.bench.report import show, write
+from carseg.models.factory import create_model
+from carseg.models.losses import CombinedLoss
+from carseg.models.module import IMAGENET_MEAN, IMAGENET_STD, SegmentationModule
+
+MODELS: dict[str, dict[str, Any]] = {
+    "unet_resnet34": {"arch": "Unet", "encoder_name": "resnet34"},
+    "unet_resnet18_light": {"arch": "Unet", "encoder_name": "resnet18", "decoder_channels": [128, 64, 32, 16, 16]},
+}
+SETTINGS = {  # name: (channels_last, bf16)
+    "fp32": (False, False),
+    "channels_last": (True, False),
+    "channels_last+bf16": (True, True),
+}
+
+
+class _Batches(Dataset):
+    """The same few random batches, as uint8 images and 0/1 masks, so both paths see identical data."""
+
+    def __init__(self, size: tuple[int, int], n: int):
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.randint(0, 255, (n, 3, *size), dtype=torch.uint8, generator=g)
+        self.masks = (torch.rand(n, 1, *size, generator=g) > 0.5).float()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"image": self.images[i], "mask": self.masks[i]}
+
+
+def bare_loop(
+    net_kwargs: dict[str, Any],
+    size: tuple[int, int],
+    batch: int,
+    steps: int,
+    warmup: int,
+    channels_last: bool,
+    bf16: bool,
+) -> float:
+    """Images/s of the loop a user writes by hand: normalise, forward, BCE+Dice, backward, AdamW step."""
+    torch.manual_seed(0)
+    net = create_model(**net_kwargs)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    net.train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    loss_fn = CombinedLoss()
+    data = _Batches(size, batch)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+    x_u8, y = data.images, data.masks
+    for step in range(warmup + steps):
+        if step == warmup:
+            start = time.perf_counter()
+        x = (x_u8.float() - mean) / std
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = net(x)
+        loss = loss_fn(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps * batch / (time.perf_counter() - start)
+
+
+class _StepTimer(pl.Callback):
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.end, self.steps = warmup, 0.0, 0.0, 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.end = time.perf_counter()
+        self.steps = trainer.global_step - self.warmup
+
+
+def carseg_loop(
+    net_kwargs: dict[str, Any],
+    size: tuple[int, int],
+    batch: int,
+    steps: int,
+    warmup: int,
+    channels_last: bool,
+    bf16: bool,
+) -> float:
+    """Images/s of carseg's path: SegmentationModule (metrics, logging, scheduler) in a Lightning Trainer."""
+    torch.manual_seed(0)
+    module = SegmentationModule(
+        net={"_target_": "carseg.models.factory.create_model", **net_kwargs},
+        loss={"_target_": "carseg.models.losses.CombinedLoss"},
+        optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3, "weight_decay": 1e-4},
+        scheduler={"_target_": "carseg.models.schedules.warmup_cosine", "interval": "step"},
+        channels_last=channels_last,
+    )
+    timer = _StepTimer(warmup)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision="bf16-mixed" if bf16 else "32-true",
+        max_steps=warmup + steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[timer],
+    )
+    loader = DataLoader(_Batches(size, batch), batch_size=batch, num_workers=0)
+    trainer.fit(module, train_dataloaders=loader)
+    return timer.steps * batch / (timer.end - timer.start)
+
+
+def peak_rss_mb(command: list[str]) -> float:
+    """Peak resident memory (MB) of a child process running `command`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    subprocess.run(command, check=True, capture_output=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(after, before) / 1024
+
+
+def run(
+    models: tuple[str, ...] = ("unet_resnet34", "unet_resnet18_light"),
+    sizes: dict[str, tuple[int, int]] | None = None,
+    batch: int = 8,
+    steps: int = 4,
+    warmup: int = 2,
+    rss: bool = True,
+    out: str | Path = "bench/train.json",
+) -> dict[str, Any]:
+    """Measure both paths for every model and setting in this process, one after the other."""
+    sizes = sizes or {"unet_resnet34": (320, 480), "unet_resnet18_light": (160, 240)}
+    rows = []
+    for model in models:
+        size = sizes[model]
+        for setting, (channels_last, bf16) in SETTINGS.items():
+            args = (MODELS[model], size, batch, steps, warmup, channels_last, bf16)
+            bare = bare_loop(*args)
+            ours = carseg_loop(*args)
+            rows.append(
+                {
+                    "model": model,
+                    "size": f"{size[0]}x{size[1]}",
+                    "setting": setting,
+                    "batch": batch,
+                    "bare img/s": round(bare, 2),
+                    "carseg img/s": round(ours, 2),
+                    "carseg/bare": round(ours / bare, 3),
+                }
+            )
+    show(f"Training speed, carseg vs a bare PyTorch loop ({steps} timed steps after {warmup})", rows)
+    payload: dict[str, Any] = {"train": rows}
+    if rss:
+        payload["peak_rss_mb"] = {
+            "train (default run, 2 epochs of 4 batches)": round(
+                peak_rss_mb(
+                    [
+                        sys.executable,
+                        "train.py",
+                        "trainer.max_epochs=2",
+                        "trainer.limit_train_batches=4",
+                        "logger=csv",
+                        "print_config=false",
+                        "hydra.run.dir=bench/rss_train_run",
+                    ]
+                ),
+                1,
+            )
+        }
+        show("Peak memory", [{"what": k, "MB": v} for k, v in payload["peak_rss_mb"].items()])
+    write(out, payload)
+    return payload
