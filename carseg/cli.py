@@ -111,7 +111,7 @@ def _bench_train(args: argparse.Namespace) -> None:
             out=args.out,
         )
     else:
-        run(steps=args.steps, out=args.out)
+        run(steps=args.steps, out=args.out, data_dir=args.data)
 
 
 def _bench_infer(args: argparse.Namespace) -> None:
@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_data.set_defaults(func=_bench_data)
     bench_train = bench.add_parser("train", help="training images/s: carseg's Trainer path vs a bare PyTorch loop")
     bench_train.add_argument("--steps", type=int, default=4)
+    bench_train.add_argument("--data", default="../shared/carvana/sample_full", help="real files for loader rates")
     bench_train.add_argument("--smoke", action="store_true", help="a tiny run that checks the benchmark works")
     bench_train.add_argument("--out", default="bench/train.json")
     bench_train.set_defaults(func=_bench_train)

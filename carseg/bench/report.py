@@ -34,7 +34,7 @@ def show(title: str, rows: list[dict[str, Any]]) -> None:
         table.add_column(key, justify="right" if isinstance(rows[0][key], (int, float)) else "left")
     for row in rows:
         table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 def write(path: str | Path, payload: dict[str, Any]) -> Path:

@@ -138,6 +138,31 @@ def peak_rss_mb(command: list[str]) -> float:
     return max(after, before) / 1024
 
 
+def loader_rows(data_dir: Path, sizes: dict[str, tuple[int, int]], rows: list[dict[str, Any]]) -> list[dict]:
+    """Images/s of one loader worker (reduced decode, RLE masks) at each training size, and what a fast
+    GPU would need: workers for 1,000 images/s."""
+    import math
+
+    from carseg.bench.data import loader_rate
+    from carseg.data.carvana import scan
+    from carseg.data.datamodule import CarvanaDataset
+
+    records = scan(data_dir, "auto")[:48]
+    out = []
+    for model, size in sizes.items():
+        per_worker = loader_rate(CarvanaDataset(records, size), workers=0)
+        step = max((r["carseg img/s"] for r in rows if r["model"] == model), default=None)
+        out.append(
+            {
+                "size": f"{size[0]}x{size[1]}",
+                "loader img/s per worker": round(per_worker, 1),
+                f"{model} step img/s (fastest setting)": step,
+                "workers for a 1,000 img/s GPU": math.ceil(1000 / per_worker),
+            }
+        )
+    return out
+
+
 def run(
     models: tuple[str, ...] = ("unet_resnet34", "unet_resnet18_light"),
     sizes: dict[str, tuple[int, int]] | None = None,
@@ -146,6 +171,7 @@ def run(
     warmup: int = 2,
     rss: bool = True,
     out: str | Path = "bench/train.json",
+    data_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Measure both paths for every model and setting in this process, one after the other."""
     sizes = sizes or {"unet_resnet34": (320, 480), "unet_resnet18_light": (160, 240)}
@@ -169,6 +195,9 @@ def run(
             )
     show(f"Training speed, carseg vs a bare PyTorch loop ({steps} timed steps after {warmup})", rows)
     payload: dict[str, Any] = {"train": rows}
+    if data_dir is not None and Path(data_dir, "train").is_dir():
+        payload["loader"] = loader_rows(Path(data_dir), sizes, rows)
+        show(f"Input pipeline per worker ({data_dir}), next to the training step", payload["loader"])
     if rss:
         payload["peak_rss_mb"] = {
             "train (default run, 2 epochs of 4 batches)": round(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -50,22 +51,25 @@ class SegmentationModule(pl.LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
-        self.train_iou = BinaryJaccardIndex(threshold=threshold)
-        self.val_iou = BinaryJaccardIndex(threshold=threshold)
-        self.val_dice = BinaryF1Score(threshold=threshold)
+        # Metrics get boolean predictions (logit > logit(threshold)): no sigmoid, no input validation per step.
+        self.logit_threshold = math.log(threshold / (1 - threshold))
+        self.train_iou = BinaryJaccardIndex(validate_args=False)
+        self.val_iou = BinaryJaccardIndex(validate_args=False)
+        self.val_dice = BinaryF1Score(validate_args=False)
         self.val_iou_best = MaxMetric()
-        self.test_iou = BinaryJaccardIndex(threshold=threshold)
-        self.test_dice = BinaryF1Score(threshold=threshold)
+        self.test_iou = BinaryJaccardIndex(validate_args=False)
+        self.test_dice = BinaryF1Score(validate_args=False)
 
     def setup(self, stage: str) -> None:
         if self.hparams.compile and stage == "fit":
             self.net = torch.compile(self.net)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Normalise, pad to a multiple of `pad_multiple`, run the network, crop back."""
+        """Normalise, pad to a multiple of `pad_multiple` where the architecture needs it (FPN, DeepLabV3+;
+        U-Net takes any size), run the network, crop back."""
         x = (image.float() - self.mean) / self.std
         h, w = x.shape[-2:]
-        m = self.hparams.pad_multiple
+        m = self.hparams.pad_multiple if getattr(self.net, "requires_divisible_input_shape", True) else 1
         pad_h, pad_w = (-h) % m, (-w) % m
         if pad_h or pad_w:
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
@@ -74,14 +78,18 @@ class SegmentationModule(pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)[..., :h, :w]
 
-    def _step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, logits, boolean prediction, integer target)."""
         logits = self(batch["image"])
         target = batch["mask"]
-        return self.loss_fn(logits, target), logits.float().sigmoid(), target.int()
+        loss = self.loss_fn(logits, target)
+        with torch.no_grad():
+            pred = logits.detach() > self.logit_threshold
+        return loss, logits, pred, target.int()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, probs, target = self._step(batch)
-        self.train_iou(probs, target)
+        loss, _, pred, target = self._step(batch)
+        self.train_iou.update(pred, target)
         n = target.shape[0]
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("train/iou", self.train_iou, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
@@ -92,14 +100,14 @@ class SegmentationModule(pl.LightningModule):
         self.val_dice.reset()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        loss, probs, target = self._step(batch)
-        self.val_iou(probs, target)
-        self.val_dice(probs, target)
+        loss, logits, pred, target = self._step(batch)
+        self.val_iou.update(pred, target)
+        self.val_dice.update(pred, target)
         n = target.shape[0]
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=n)
         self.log("val/iou", self.val_iou, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("val/dice", self.val_dice, on_epoch=True, batch_size=n)
-        return {"loss": loss, "probs": probs.detach()}
+        return {"loss": loss, "probs": logits.detach().float().sigmoid()} if batch_idx == 0 else {"loss": loss}
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -108,9 +116,9 @@ class SegmentationModule(pl.LightningModule):
         self.log("val/iou_best", self.val_iou_best.compute(), prog_bar=False, sync_dist=True)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        loss, probs, target = self._step(batch)
-        self.test_iou(probs, target)
-        self.test_dice(probs, target)
+        loss, _, pred, target = self._step(batch)
+        self.test_iou.update(pred, target)
+        self.test_dice.update(pred, target)
         n = target.shape[0]
         self.log("test/loss", loss, on_epoch=True, sync_dist=True, batch_size=n)
         self.log("test/iou", self.test_iou, on_epoch=True, batch_size=n)

@@ -51,9 +51,10 @@ def _module(**kw):
     return SegmentationModule(net=net, loss=loss, optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3}, **kw)
 
 
+@pytest.mark.parametrize("arch", ["Unet", "FPN"])
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_module_pads_any_size_and_crops_back(channels_last):
-    module = _module(channels_last=channels_last).eval()
+def test_module_takes_any_size(arch, channels_last):
+    module = _module(arch, channels_last=channels_last).eval()
     image = torch.randint(0, 255, (2, 3, 50, 77), dtype=torch.uint8)
     with torch.no_grad():
         assert module(image).shape == (2, 1, 50, 77)

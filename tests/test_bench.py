@@ -1,0 +1,39 @@
+"""Tiny smoke runs of the benchmark scripts (the real runs are `make bench-*`, not tests)."""
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_train_smoke(tmp_path):
+    from carseg.bench.train import run
+
+    out = tmp_path / "train.json"
+    run(
+        models=("unet_resnet18_light",),
+        sizes={"unet_resnet18_light": (64, 96)},
+        batch=2,
+        steps=1,
+        warmup=1,
+        rss=False,
+        out=out,
+    )
+    rows = json.loads(out.read_text())["train"]
+    assert [r["setting"] for r in rows] == ["fp32", "channels_last", "channels_last+bf16"]
+    assert all(r["bare img/s"] > 0 and r["carseg img/s"] > 0 and r["carseg/bare"] > 0 for r in rows)
+
+
+def test_bench_infer_smoke(best_ckpt, tiny_data, tmp_path):
+    from carseg.bench.infer import run
+
+    out = tmp_path / "infer.json"
+    run(tiny_data, ckpt=best_ckpt, images=2, compile_=False, rss=False, out=out)
+    result = json.loads(out.read_text())
+    paths = {r["path"]: r for r in result["paths"]}
+    assert set(paths) == {"eager fp32", "channels_last fp32", "channels_last + bf16 autocast", "ONNX Runtime fp32"}
+    assert paths["eager fp32"]["mask agreement"] == 1.0
+    assert paths["ONNX Runtime fp32"]["mask agreement"] >= 0.999
+    assert result["gflop_per_forward"] > 0 and result["fastest_agreeing"] in paths
+    assert result["image_size"] == [96, 144]
