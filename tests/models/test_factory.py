@@ -40,13 +40,8 @@ def test_missing_weights_download_says_how_to_go_on(monkeypatch):
         create_model("Unet", "resnet34", encoder_weights="imagenet")
 
 
-def _module(**kw):
-    net = {
-        "_target_": "carseg.models.factory.create_model",
-        "arch": "Unet",
-        "encoder_name": "resnet18",
-        "decoder_channels": [32, 16, 16, 8, 8],
-    }
+def _module(arch="Unet", **kw):
+    net = {"_target_": "carseg.models.factory.create_model", "arch": arch, "encoder_name": "resnet18"}
     loss = {"_target_": "carseg.models.losses.CombinedLoss"}
     return SegmentationModule(net=net, loss=loss, optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3}, **kw)
 
