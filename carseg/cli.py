@@ -98,18 +98,10 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _bench_train(args: argparse.Namespace) -> None:
-    from carseg.bench.train import run
+    from carseg.bench.train import SMOKE, run
 
     if args.smoke:
-        run(
-            models=("unet_resnet18_light",),
-            sizes={"unet_resnet18_light": (64, 96)},
-            batch=2,
-            steps=1,
-            warmup=1,
-            rss=False,
-            out=args.out,
-        )
+        run(**SMOKE, out=args.out)
     else:
         run(steps=args.steps, out=args.out, data_dir=args.data)
 
@@ -138,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache = data.add_parser("cache", help="pre-resize every pair of DIR to --size H W for fast epochs")
     cache.add_argument("dir")
     cache.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), required=True)
-    cache.add_argument("--mask-source", choices=["gif", "rle"], default="gif")
+    cache.add_argument("--mask-source", choices=["auto", "gif", "rle"], default="auto")
     cache.set_defaults(func=_cache)
     download = data.add_parser("download", help="download the Carvana competition files with the kaggle package")
     download.add_argument("dir")

@@ -8,18 +8,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_bench_train_smoke(tmp_path):
-    from carseg.bench.train import run
+    from carseg.bench.train import SMOKE, run
 
     out = tmp_path / "train.json"
-    run(
-        models=("unet_resnet18_light",),
-        sizes={"unet_resnet18_light": (64, 96)},
-        batch=2,
-        steps=1,
-        warmup=1,
-        rss=False,
-        out=out,
-    )
+    run(**SMOKE, out=out)
     rows = json.loads(out.read_text())["train"]
     assert [r["setting"] for r in rows] == ["fp32", "channels_last", "channels_last+bf16"]
     assert all(r["bare img/s"] > 0 and r["carseg img/s"] > 0 and r["carseg/bare"] > 0 for r in rows)

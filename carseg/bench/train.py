@@ -6,6 +6,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +45,42 @@ class _Batches(Dataset):
         return {"image": self.images[i], "mask": self.masks[i]}
 
 
-def bare_loop(
-    net_kwargs: dict[str, Any],
-    size: tuple[int, int],
-    batch: int,
-    steps: int,
-    warmup: int,
-    channels_last: bool,
-    bf16: bool,
-) -> float:
+@dataclass(frozen=True)
+class Case:
+    """One measurement: model, input size, batch, timed steps after warm-up, memory format, precision."""
+
+    net_kwargs: dict[str, Any]
+    size: tuple[int, int]
+    batch: int
+    steps: int
+    warmup: int
+    channels_last: bool
+    bf16: bool
+
+
+# A tiny run that checks the benchmark works (CI), not a measurement.
+SMOKE: dict[str, Any] = {
+    "models": ("unet_resnet18_light",),
+    "sizes": {"unet_resnet18_light": (64, 96)},
+    "batch": 2,
+    "steps": 1,
+    "warmup": 1,
+    "rss": False,
+}
+
+
+def bare_loop(case: Case) -> float:
     """Images/s of the loop a user writes by hand: normalise, forward, BCE+Dice, backward, AdamW step."""
     torch.manual_seed(0)
-    net = create_model(**net_kwargs)
+    size, batch, steps, warmup, channels_last, bf16 = (
+        case.size,
+        case.batch,
+        case.steps,
+        case.warmup,
+        case.channels_last,
+        case.bf16,
+    )
+    net = create_model(**case.net_kwargs)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     net.train()
@@ -93,19 +118,12 @@ class _StepTimer(pl.Callback):
         self.steps = trainer.global_step - self.warmup
 
 
-def carseg_loop(
-    net_kwargs: dict[str, Any],
-    size: tuple[int, int],
-    batch: int,
-    steps: int,
-    warmup: int,
-    channels_last: bool,
-    bf16: bool,
-) -> float:
+def carseg_loop(case: Case) -> float:
     """Images/s of carseg's path: SegmentationModule (metrics, logging, scheduler) in a Lightning Trainer."""
     torch.manual_seed(0)
+    channels_last, bf16, warmup, steps, batch = case.channels_last, case.bf16, case.warmup, case.steps, case.batch
     module = SegmentationModule(
-        net={"_target_": "carseg.models.factory.create_model", **net_kwargs},
+        net={"_target_": "carseg.models.factory.create_model", **case.net_kwargs},
         loss={"_target_": "carseg.models.losses.CombinedLoss"},
         optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3, "weight_decay": 1e-4},
         scheduler={"_target_": "carseg.models.schedules.warmup_cosine", "interval": "step"},
@@ -125,7 +143,7 @@ def carseg_loop(
         limit_val_batches=0,
         callbacks=[timer],
     )
-    loader = DataLoader(_Batches(size, batch), batch_size=batch, num_workers=0)
+    loader = DataLoader(_Batches(case.size, batch), batch_size=batch, num_workers=0)
     trainer.fit(module, train_dataloaders=loader)
     return timer.steps * batch / (timer.end - timer.start)
 
@@ -179,9 +197,9 @@ def run(
     for model in models:
         size = sizes[model]
         for setting, (channels_last, bf16) in SETTINGS.items():
-            args = (MODELS[model], size, batch, steps, warmup, channels_last, bf16)
-            bare = bare_loop(*args)
-            ours = carseg_loop(*args)
+            case = Case(MODELS[model], size, batch, steps, warmup, channels_last, bf16)
+            bare = bare_loop(case)
+            ours = carseg_loop(case)
             rows.append(
                 {
                     "model": model,
