@@ -101,3 +101,36 @@ def test_bad_trainer_value_names_the_key(tiny_root, tmp_path):
         [*tiny_overrides(tiny_root, tmp_path), "trainer.precision=77", f"hydra.run.dir={tmp_path}/run"],
     )
     assert result.returncode == 2 and "trainer cannot be built" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_trains_a_few_steps_on_real_carvana_files(sample_full, tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from carseg.training.run import train
+    from tests.helpers import compose_cfg
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_cfg(
+        "train",
+        [
+            "datamodule=carvana",
+            f"datamodule.data_dir={sample_full}",
+            "datamodule.image_size=[80,120]",
+            "datamodule.val_fraction=0.25",
+            "datamodule.num_workers=0",
+            "datamodule.batch_size=4",
+            "trainer=cpu",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=3",
+            "trainer.limit_val_batches=2",
+            "logger=csv",
+            f"paths.root_dir={tmp_path}",
+            "print_config=false",
+        ],
+        tmp_path / "run",
+    )
+    assert OmegaConf.select(cfg, "datamodule.cache") is False  # nothing is ever written into the data folder
+    best = train(cfg)
+    assert best is not None and 0.0 <= best <= 1.0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["global_step"] == 3
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
