@@ -59,5 +59,5 @@ class SweepSummary(Callback):
             best = "failed" if row["best"] is None else f"{row['best']:.4f}"
             varying = " ".join(o for o in row["overrides"].split() if o not in shared)
             table.add_row(row["job"], varying, best, str(row["epochs"]), str(row["minutes"]))
-        Console().print(table)
+        Console(width=200).print(table)
         print(f"carseg: sweep summary in {sweep_dir / 'sweep_summary.csv'}")

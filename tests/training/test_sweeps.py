@@ -59,19 +59,21 @@ def test_multirun_of_ddp_jobs_trains_each_job_once(tiny_root, tmp_path):
 
 
 def test_optuna_sweep(tiny_root, tmp_path):
+    # Default paths and sweep directory, started from another folder: outputs land under <cwd>/logs.
+    overrides = [o for o in tiny_overrides(tiny_root, tmp_path) if not o.startswith("paths.root_dir")]
     result = run_script(
         "train.py",
         [
-            *tiny_overrides(tiny_root, tmp_path),
+            *overrides,
             "hparams_search=optuna",
             "hydra.sweeper.n_trials=2",
             "trainer.max_epochs=1",
             "trainer.limit_train_batches=2",
-            f"hydra.sweep.dir={tmp_path}/optuna",
         ],
+        cwd=tmp_path,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    sweep = tmp_path / "optuna"
+    (sweep,) = list((tmp_path / "logs" / "train" / "multiruns").iterdir())
     assert len(_jobs(sweep)) == 2
     results = (sweep / "optimization_results.yaml").read_text()
     assert "best_params" in results and "best_value" in results
