@@ -45,7 +45,7 @@ def check_image(path: Path) -> tuple[tuple[int, int] | None, list[Problem]]:
         with Image.open(path) as im:
             size = (im.size[1], im.size[0])
             mode = im.mode
-            orientation = im.getexif().get(EXIF_ORIENTATION, 1) if hasattr(im, "getexif") else 1
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
     except (OSError, SyntaxError, ValueError) as err:
         return None, [Problem(path, f"unreadable image ({err})")]
     problems = []

@@ -62,20 +62,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     predictor = Predictor(ckpt=ckpt, input_size=cfg.get("input_size", "train"), tta=cfg.tta, precision=cfg.precision)
     records, source = _records(cfg)
     rows = []
-    batch = int(cfg.get("batch_size", 4))
-    for start in track(range(0, len(records), batch), description=f"evaluating {len(records)} images"):
-        chunk = records[start : start + batch]
-        images = [read_image(r.image) for r in chunk]
-        by_size: dict[tuple, list[int]] = {}
-        for i, image in enumerate(images):
-            by_size.setdefault(image.shape, []).append(i)
-        for indices in by_size.values():
-            preds = predictor.masks([images[i] for i in indices])
-            for i, pred in zip(indices, preds, strict=True):
-                record = chunk[i]
-                truth = read_mask(record, images[i].shape[:2])
-                metrics = image_metrics(pred, truth, cfg.boundary_tolerance)
-                rows.append({"image": record.image.name, "car_id": record.car_id, "angle": record.angle, **metrics})
+    images = ((r, read_image(r.image)) for r in track(records, description=f"evaluating {len(records)} images"))
+    for record, pred in predictor.batched(images, int(cfg.get("batch_size", 4))):
+        truth = read_mask(record, pred.shape)
+        metrics = image_metrics(pred, truth, cfg.boundary_tolerance)
+        rows.append({"image": record.image.name, "car_id": record.car_id, "angle": record.angle, **metrics})
     table = pd.DataFrame(rows).sort_values("image")
     table.to_csv(out / "per_image.csv", index=False)
     per_angle = table.groupby("angle")[METRICS].mean().reset_index()

@@ -27,7 +27,8 @@ class Predictor:
     """Probabilities of "car" for images of any size, returned at each image's own resolution.
 
     Images are resized to the model's training size (`input_size`, read from the checkpoint) when it is
-    set, else run at native size padded to a multiple of 32; logits are upsampled back and un-padded.
+    set, else run at native size (padded to a multiple of 32 where the architecture or ONNX needs it);
+    logits are upsampled back and un-padded.
     `tta` averages with the horizontally flipped image.
     """
 
