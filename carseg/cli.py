@@ -75,7 +75,14 @@ def _predict(args: argparse.Namespace) -> None:
         size = [int(v) for v in args.input_size]
     elif args.input_size[0] not in ("train", "native"):
         raise CarsegError(f"--input-size {' '.join(args.input_size)}: use train, native, or H W")
-    predictor = Predictor(ckpt=args.ckpt, onnx=args.onnx, input_size=size, tta=args.tta, precision=args.precision)
+    predictor = Predictor(
+        ckpt=args.ckpt,
+        onnx=args.onnx,
+        input_size=size,
+        tta=args.tta,
+        precision=args.precision,
+        refine_radius=args.refine_radius,
+    )
     n = predict(
         args.inputs,
         predictor,
@@ -146,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--feather", type=float, default=0.0, help="soften the cut-out edge (Gaussian sigma, pixels)")
     pred.add_argument("--submission", help="write Kaggle's img,rle_mask CSV here")
     pred.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    pred.add_argument(
+        "--refine-radius", type=int, default=0, help="guided-filter edge refinement at full size (pixels; 0: off)"
+    )
     pred.add_argument("--batch-size", type=int, default=4)
     pred.add_argument("--input-size", nargs="+", default=["train"], help="train (default), native, or H W")
     pred.add_argument("--precision", default="auto", help="auto, 32, bf16 or 16 (checkpoints only)")

@@ -22,7 +22,10 @@ from carseg.errors import CarsegError
 
 
 class CarvanaDataset(Dataset):
-    """Image/mask pairs resized to `size`, augmented, as uint8 image (3, H, W) and float mask (1, H, W)."""
+    """Image/mask pairs resized to `size`, augmented, as uint8 image (3, H, W) and float mask (1, H, W).
+
+    With `soft_masks` the mask holds the car's share of each pixel (0..1) instead of 0/1.
+    """
 
     def __init__(
         self,
@@ -31,10 +34,12 @@ class CarvanaDataset(Dataset):
         transforms: Sequence[Any] = (),
         cache_root: Path | None = None,
         reduced_decode: bool = True,
+        soft_masks: bool = False,
     ):
         self.records = list(records)
         self.reduced_decode = reduced_decode
         self.size = size
+        self.soft = soft_masks
         self.pipeline = build_pipeline(transforms)
         self.cache_root = cache_root
 
@@ -44,18 +49,19 @@ class CarvanaDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         if self.cache_root is not None:
-            image, mask = load_pair(self.cache_root, self.size, record)
+            image, mask = load_pair(self.cache_root, self.size, record, self.soft)
         else:
             full = image_size(record.image)
             image = read_image(record.image, self.size if self.reduced_decode else None, full)
             mask = read_mask(record, full)
             if mask.shape != full:
                 raise CarsegError(f"{record.mask or record.image}: mask is {mask.shape}, image is {full} (H, W)")
-            image, mask = resize_pair(image, mask, self.size)
+            image, mask = resize_pair(image, mask, self.size, self.soft)
         out = self.pipeline(image=image, mask=mask)
+        target = torch.from_numpy(np.ascontiguousarray(out["mask"])).unsqueeze(0).float()
         return {
             "image": torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1))),
-            "mask": torch.from_numpy(np.ascontiguousarray(out["mask"])).unsqueeze(0).float(),
+            "mask": target / 255 if self.soft else target,
             "name": record.image.stem,
         }
 
@@ -67,6 +73,11 @@ class CarvanaDataModule(pl.LightningDataModule):
     files in `data_dir` are extracted once. Every pair is checked at setup (headers only: missing or
     truncated files, size mismatch, non-RGB modes, EXIF rotation); bad pairs stop the run with one
     message listing them, or with `skip_bad` are left out with a warning.
+
+    Progressive resizing: `size_schedule` maps a first epoch to a training size ({0: [160, 240],
+    10: [320, 480]}); validation always runs at `image_size`, the size the model is used at. It needs
+    `trainer.reload_dataloaders_every_n_epochs=1`. `soft_masks` trains on the car's share of each
+    pixel where a mask is shrunk, instead of a 0/1 mask (validation masks stay 0/1).
     """
 
     def __init__(
@@ -88,8 +99,11 @@ class CarvanaDataModule(pl.LightningDataModule):
         train_transforms: Sequence[Any] | None = None,
         synthetic: dict[str, int] | None = None,
         cache: bool = False,
+        cache_dir: str | None = None,
         check_inputs: bool = True,
         skip_bad: bool = False,
+        size_schedule: dict[int, Sequence[int]] | None = None,
+        soft_masks: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["train_transforms"], logger=False)  # image_size goes into checkpoints
@@ -111,10 +125,48 @@ class CarvanaDataModule(pl.LightningDataModule):
         self.fold, self.num_folds = fold, num_folds
         self.seed = seed
         self.cache, self.check_inputs, self.skip_bad = cache, check_inputs, skip_bad
+        self.cache_root = Path(cache_dir) if cache_dir else self.data_dir
         self.train_transforms = list(train_transforms or [])
         self.synth = SynthSpec(**synthetic) if synthetic else None
+        self.soft_masks = soft_masks
+        self.size_schedule = self._parse_schedule(size_schedule)
         self.train_set: CarvanaDataset | None = None
         self.val_set: CarvanaDataset | None = None
+        self._train_loader: DataLoader | None = None
+
+    @staticmethod
+    def _parse_schedule(schedule: dict[int, Sequence[int]] | None) -> list[tuple[int, tuple[int, int]]]:
+        """[(first epoch, (H, W))] sorted by epoch, checked."""
+        out = []
+        for epoch, size in (schedule or {}).items():
+            try:
+                first, hw = int(epoch), (int(size[0]), int(size[1]))
+                ok = first >= 0 and len(size) == 2 and min(hw) >= 32
+            except (TypeError, ValueError, IndexError):
+                ok = False
+            if not ok:
+                raise CarsegError(
+                    f"datamodule.size_schedule: {epoch}: {size} is not valid; give first epochs (>= 0) mapped to "
+                    "[height, width] sizes (each at least 32), e.g. {0: [160, 240], 10: [320, 480]}"
+                )
+            out.append((first, hw))
+        out.sort()
+        if out and out[0][0] != 0:
+            raise CarsegError("datamodule.size_schedule: the first entry must start at epoch 0")
+        return out
+
+    def train_size(self, epoch: int) -> tuple[int, int]:
+        """The training size at `epoch` (the schedule's, or `image_size`)."""
+        size = self.size
+        for first, scheduled in self.size_schedule:
+            if epoch >= first:
+                size = scheduled
+        return size
+
+    def _cache_keys(self) -> set[tuple[tuple[int, int], bool]]:
+        """(size, soft) of every cache the run reads: each training size, and `image_size` for validation."""
+        sizes = {s for _, s in self.size_schedule} or {self.size}
+        return {(s, self.soft_masks) for s in sizes} | {(self.size, False)}
 
     def prepare_data(self) -> None:
         """Write the synthetic set, extract zips, build the cache: once (Lightning calls this on one process)."""
@@ -126,8 +178,9 @@ class CarvanaDataModule(pl.LightningDataModule):
                 print(f"carseg: extracted {target} in {self.data_dir}")
         if self.cache:
             records = self._good_records()
-            if not is_cached(self.data_dir, self.size, records):
-                build_cache(self.data_dir, self.size, records)
+            for size, soft in sorted(self._cache_keys()):
+                if not is_cached(self.cache_root, size, records, soft):
+                    build_cache(self.cache_root, size, records, soft=soft)
 
     def _good_records(self) -> list[Record]:
         records = scan(self.data_dir, self.mask_source)
@@ -154,8 +207,10 @@ class CarvanaDataModule(pl.LightningDataModule):
         records = self._good_records()
         val_cars = self.val_cars or (read_car_list(self.val_cars_file) if self.val_cars_file else None)
         train, val = split_by_car(records, self.val_fraction, self.seed, val_cars, self.fold, self.num_folds)
-        cache_root = self.data_dir if self.cache else None
-        self.train_set = CarvanaDataset(train, self.size, self.train_transforms, cache_root)
+        cache_root = self.cache_root if self.cache else None
+        self.train_set = CarvanaDataset(
+            train, self.train_size(0), self.train_transforms, cache_root, soft_masks=self.soft_masks
+        )
         self.val_set = CarvanaDataset(val, self.size, cache_root=cache_root)
 
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
@@ -172,7 +227,22 @@ class CarvanaDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        """The training loader at this epoch's size; a new one (new workers) only when the size changes."""
+        trainer = self.trainer
+        epoch = trainer.current_epoch if trainer is not None else 0
+        if len({s for _, s in self.size_schedule}) > 1 and trainer is not None:
+            if trainer.reload_dataloaders_every_n_epochs != 1:
+                raise CarsegError(
+                    "datamodule.size_schedule changes the training size: set "
+                    "trainer.reload_dataloaders_every_n_epochs=1 so that each epoch gets its size"
+                )
+        size = self.train_size(epoch)
+        if self.train_set is not None and (self._train_loader is None or self.train_set.size != size):
+            if self._train_loader is not None:
+                print(f"carseg: epoch {epoch}: training size {size[0]}x{size[1]}")
+            self.train_set.size = size
+            self._train_loader = self._loader(self.train_set, self.batch_size, shuffle=True)
+        return self._train_loader if self._train_loader is not None else self._loader(None, 0, True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.val_batch_size, shuffle=False)

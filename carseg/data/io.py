@@ -58,11 +58,17 @@ def image_size(path: Path) -> tuple[int, int]:
         raise CarsegError(f"{path}: cannot be read as an image ({err}); replace or remove the file") from err
 
 
-def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Resize to `size` (H, W): area filter for the image; area average then 0.5 threshold for the mask."""
+def resize_pair(
+    image: np.ndarray, mask: np.ndarray, size: tuple[int, int], soft: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resize to `size` (H, W) with the area filter. The mask is area-averaged, then thresholded at 0.5
+    (uint8 0/1), or with `soft` kept as the car's share of each pixel (uint8 0..255)."""
     h, w = size
     if image.shape[:2] != (h, w):
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
     if mask.shape[:2] != (h, w):
-        mask = (cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) >= 0.5).astype(np.uint8)
+        share = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+        mask = np.rint(share * 255).astype(np.uint8) if soft else (share >= 0.5).astype(np.uint8)
+    elif soft:
+        mask = (mask > 0).astype(np.uint8) * 255
     return image, mask

@@ -59,7 +59,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     print(f"carseg: evaluating {ckpt}")
-    predictor = Predictor(ckpt=ckpt, input_size=cfg.get("input_size", "train"), tta=cfg.tta, precision=cfg.precision)
+    predictor = Predictor(
+        ckpt=ckpt,
+        input_size=cfg.get("input_size", "train"),
+        tta=cfg.tta,
+        precision=cfg.precision,
+        refine_radius=int(cfg.get("refine_radius", 0)),
+        refine_eps=float(cfg.get("refine_eps", 1e-2)),
+    )
     records, source = _records(cfg)
     rows = []
     images = ((r, read_image(r.image)) for r in track(records, description=f"evaluating {len(records)} images"))
@@ -79,6 +86,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "data": source,
         "images": len(table),
         "tta_flip": bool(cfg.tta),
+        "refine_radius": int(cfg.get("refine_radius", 0)),
         "input_size": predictor.input_size,
         **{f"mean_{m}": float(table[m].mean()) for m in METRICS},
         "kaggle_score_mean_dice": float(table["dice"].mean()),

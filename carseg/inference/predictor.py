@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from carseg.errors import CarsegError
+from carseg.inference.refine import refine_probabilities
 
 PAD = 32
 
@@ -29,7 +30,8 @@ class Predictor:
     Images are resized to the model's training size (`input_size`, read from the checkpoint) when it is
     set, else run at native size (padded to a multiple of 32 where the architecture or ONNX needs it);
     logits are upsampled back and un-padded.
-    `tta` averages with the horizontally flipped image.
+    `tta` averages with the horizontally flipped image. `refine_radius` > 0 refines the upsampled
+    probabilities along the photo's edges with a guided filter of that radius (pixels at full size).
     """
 
     def __init__(
@@ -43,7 +45,12 @@ class Predictor:
         device: str | None = None,
         threads: int | None = None,
         compile: bool = False,
+        refine_radius: int = 0,
+        refine_eps: float = 1e-2,
     ):
+        if refine_radius < 0 or refine_eps <= 0:
+            raise CarsegError(f"refine_radius={refine_radius}, refine_eps={refine_eps}: need radius >= 0, eps > 0")
+        self.refine_radius, self.refine_eps = int(refine_radius), float(refine_eps)
         if (ckpt is None) == (onnx is None):
             raise CarsegError("give exactly one of a checkpoint (--ckpt) or an ONNX model (--onnx)")
         self.tta = tta
@@ -97,7 +104,12 @@ class Predictor:
             out = (out + self._logits(x.flip(-1)).flip(-1)) / 2
         if size is not None:
             out = F.interpolate(out, size=tuple(shape), mode="bilinear", align_corners=False)
-        return out[:, 0]
+        out = out[:, 0]
+        if self.refine_radius:
+            probs = [refine_probabilities(im, p, self.refine_radius, self.refine_eps) for im, p in zip(
+                images, torch.sigmoid(out).numpy(), strict=True)]
+            out = torch.logit(torch.from_numpy(np.stack(probs)), eps=1e-6)
+        return out
 
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return torch.sigmoid(self.logits(images)).numpy()

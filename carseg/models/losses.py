@@ -8,7 +8,11 @@ from segmentation_models_pytorch.losses import DiceLoss, LovaszLoss, SoftBCEWith
 
 
 class CombinedLoss(nn.Module):
-    """Weighted sum of BCE, Dice and Lovász-hinge losses on binary logits (weights of 0 skip a term)."""
+    """Weighted sum of BCE, Dice and Lovász-hinge losses on binary logits (weights of 0 skip a term).
+
+    Targets may be soft (a pixel's car share, 0..1): BCE and Dice take them as they are, Lovász-hinge
+    (defined for 0/1 labels) takes them thresholded at 0.5.
+    """
 
     def __init__(self, bce: float = 1.0, dice: float = 1.0, lovasz: float = 0.0):
         super().__init__()
@@ -27,4 +31,8 @@ class CombinedLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        return sum(self.weights[name] * term(logits, target) for name, term in self.terms.items())
+        hard = target >= 0.5
+        return sum(
+            self.weights[name] * term(logits, hard.to(logits.dtype) if name == "lovasz" else target)
+            for name, term in self.terms.items()
+        )

@@ -79,13 +79,13 @@ class SegmentationModule(pl.LightningModule):
         return self.net(x)[..., :h, :w]
 
     def _step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss, logits, boolean prediction, integer target)."""
+        """(loss, logits, boolean prediction, integer target); soft targets (a pixel's car share) count as car from 0.5."""
         logits = self(batch["image"])
         target = batch["mask"]
         loss = self.loss_fn(logits, target)
         with torch.no_grad():
             pred = logits.detach() > self.logit_threshold
-        return loss, logits, pred, target.int()
+        return loss, logits, pred, (target >= 0.5).int()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, _, pred, target = self._step(batch)

@@ -1,0 +1,101 @@
+"""Soft masks and progressive resizing (a training size per epoch)."""
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from carseg.build import build
+from carseg.data.carvana import scan
+from carseg.data.datamodule import CarvanaDataModule, CarvanaDataset
+from carseg.data.io import resize_pair
+from carseg.errors import CarsegError
+from carseg.models.losses import CombinedLoss
+from tests.helpers import compose_cfg, tiny_overrides
+
+
+def test_soft_mask_keeps_the_car_share_of_each_pixel():
+    mask = np.zeros((4, 4), np.uint8)
+    mask[:, :1] = 1  # left quarter: half of each 2x2 block of the first column
+    image = np.zeros((4, 4, 3), np.uint8)
+    _, hard = resize_pair(image, mask, (2, 2))
+    _, soft = resize_pair(image, mask, (2, 2), soft=True)
+    assert hard.tolist() == [[1, 0], [1, 0]]  # 0.5 counts as car
+    assert soft.tolist() == [[128, 0], [128, 0]]
+    _, same = resize_pair(image, mask, (4, 4), soft=True)
+    assert set(np.unique(same)) == {0, 255}
+
+
+def test_soft_dataset_and_cache_agree(tiny_data, tmp_path):
+    from carseg.data.cache import build_cache
+
+    records = scan(tiny_data)[:4]
+    direct = CarvanaDataset(records, (40, 60), soft_masks=True)
+    build_cache(tmp_path, (40, 60), records, progress=False, soft=True)
+    cached = CarvanaDataset(records, (40, 60), cache_root=tmp_path, soft_masks=True)
+    for i in range(4):
+        m = direct[i]["mask"]
+        assert m.min() >= 0 and m.max() <= 1
+        assert torch.equal(m, cached[i]["mask"])
+    fractional = direct[0]["mask"]
+    assert ((fractional > 0) & (fractional < 1)).any(), "a shrunk edge should give partial pixels"
+
+
+def test_lovasz_sees_soft_targets_thresholded():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 8, 8)
+    soft = torch.rand(2, 1, 8, 8)
+    loss = CombinedLoss(bce=0, dice=0, lovasz=1)
+    assert torch.allclose(loss(logits, soft), loss(logits, (soft >= 0.5).float()))
+    both = CombinedLoss(bce=1, dice=0, lovasz=0)
+    assert not torch.allclose(both(logits, soft), both(logits, (soft >= 0.5).float()))
+
+
+def _datamodule(tiny_root, tmp_path, *extra):
+    cfg = compose_cfg("train", [*tiny_overrides(tiny_root, tmp_path), *extra], tmp_path / "run")
+    return build(cfg.datamodule, "datamodule")
+
+
+def test_size_schedule_picks_the_size_of_each_epoch(tiny_root, tmp_path):
+    dm: CarvanaDataModule = _datamodule(
+        tiny_root, tmp_path, "datamodule.size_schedule={0:[32,48],2:[64,96]}", "datamodule.cache=true"
+    )
+    assert [dm.train_size(e) for e in range(4)] == [(32, 48), (32, 48), (64, 96), (64, 96)]
+    dm.prepare_data()
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))["image"].shape[-2:] == (32, 48)
+    assert next(iter(dm.val_dataloader()))["image"].shape[-2:] == (64, 96)  # validation at image_size
+
+
+@pytest.mark.parametrize(
+    "schedule, match",
+    [("{2:[64,96]}", "epoch 0"), ("{0:[64,96,3]}", "not valid"), ("{0:[16,96]}", "at least 32"), ("{0:64}", "not valid")],
+)
+def test_bad_size_schedule_names_the_key(tiny_root, tmp_path, schedule, match):
+    with pytest.raises(CarsegError, match=match):
+        _datamodule(tiny_root, tmp_path, f"datamodule.size_schedule={schedule}")
+
+
+class _Sizes(pl.Callback):
+    def __init__(self):
+        self.seen: dict[int, set] = {}
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.seen.setdefault(trainer.current_epoch, set()).add(tuple(batch["image"].shape[-2:]))
+
+
+def test_training_follows_the_schedule(tiny_root, tmp_path):
+    overrides = ["datamodule.size_schedule={0:[32,48],1:[64,96]}", "datamodule.soft_masks=true"]
+    dm = _datamodule(tiny_root, tmp_path, *overrides)
+    cfg = compose_cfg("train", [*tiny_overrides(tiny_root, tmp_path), "model.channels_last=false"], tmp_path / "r")
+    module = build(cfg.model, "model", _recursive_=False)
+    sizes = _Sizes()
+    kwargs = dict(max_epochs=2, limit_train_batches=2, limit_val_batches=1, logger=False, enable_checkpointing=False)
+    with pytest.raises(CarsegError, match="reload_dataloaders_every_n_epochs"):
+        pl.Trainer(**kwargs, callbacks=[sizes], enable_progress_bar=False).fit(module, datamodule=dm)
+    dm = _datamodule(tiny_root, tmp_path, *overrides)
+    trainer = pl.Trainer(**kwargs, callbacks=[sizes], enable_progress_bar=False, reload_dataloaders_every_n_epochs=1)
+    sizes.seen.clear()
+    trainer.fit(module, datamodule=dm)
+    assert sizes.seen == {0: {(32, 48)}, 1: {(64, 96)}}
+    assert torch.isfinite(trainer.callback_metrics["val/iou"])
