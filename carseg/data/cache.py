@@ -55,7 +55,9 @@ def build_cache(
         image, mask = resize_pair(read_image(record.image, size, full), read_mask(record, full), size, soft)
         np.save(tmp / "images" / f"{record.image.stem}.npy", image)
         np.save(tmp / "masks" / f"{record.image.stem}.npy", mask)
-    (tmp / "cache.json").write_text(json.dumps({"size": list(size), "names": [r.image.stem for r in records], "soft": soft}))
+    (tmp / "cache.json").write_text(
+        json.dumps({"size": list(size), "names": [r.image.stem for r in records], "soft": soft})
+    )
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out

@@ -230,12 +230,12 @@ class CarvanaDataModule(pl.LightningDataModule):
         """The training loader at this epoch's size; a new one (new workers) only when the size changes."""
         trainer = self.trainer
         epoch = trainer.current_epoch if trainer is not None else 0
-        if len({s for _, s in self.size_schedule}) > 1 and trainer is not None:
-            if trainer.reload_dataloaders_every_n_epochs != 1:
-                raise CarsegError(
-                    "datamodule.size_schedule changes the training size: set "
-                    "trainer.reload_dataloaders_every_n_epochs=1 so that each epoch gets its size"
-                )
+        changes = len({s for _, s in self.size_schedule}) > 1
+        if changes and trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
+            raise CarsegError(
+                "datamodule.size_schedule changes the training size: set "
+                "trainer.reload_dataloaders_every_n_epochs=1 so that each epoch gets its size"
+            )
         size = self.train_size(epoch)
         if self.train_set is not None and (self._train_loader is None or self.train_set.size != size):
             if self._train_loader is not None:

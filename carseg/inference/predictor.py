@@ -106,8 +106,10 @@ class Predictor:
             out = F.interpolate(out, size=tuple(shape), mode="bilinear", align_corners=False)
         out = out[:, 0]
         if self.refine_radius:
-            probs = [refine_probabilities(im, p, self.refine_radius, self.refine_eps) for im, p in zip(
-                images, torch.sigmoid(out).numpy(), strict=True)]
+            probs = [
+                refine_probabilities(im, p, self.refine_radius, self.refine_eps)
+                for im, p in zip(images, torch.sigmoid(out).numpy(), strict=True)
+            ]
             out = torch.logit(torch.from_numpy(np.stack(probs)), eps=1e-6)
         return out
 

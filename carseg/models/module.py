@@ -79,7 +79,7 @@ class SegmentationModule(pl.LightningModule):
         return self.net(x)[..., :h, :w]
 
     def _step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss, logits, boolean prediction, integer target); soft targets (a pixel's car share) count as car from 0.5."""
+        """(loss, logits, boolean prediction, integer target); a soft target counts as car from 0.5."""
         logits = self(batch["image"])
         target = batch["mask"]
         loss = self.loss_fn(logits, target)

@@ -69,7 +69,12 @@ def test_size_schedule_picks_the_size_of_each_epoch(tiny_root, tmp_path):
 
 @pytest.mark.parametrize(
     "schedule, match",
-    [("{2:[64,96]}", "epoch 0"), ("{0:[64,96,3]}", "not valid"), ("{0:[16,96]}", "at least 32"), ("{0:64}", "not valid")],
+    [
+        ("{2:[64,96]}", "epoch 0"),
+        ("{0:[64,96,3]}", "not valid"),
+        ("{0:[16,96]}", "at least 32"),
+        ("{0:64}", "not valid"),
+    ],
 )
 def test_bad_size_schedule_names_the_key(tiny_root, tmp_path, schedule, match):
     with pytest.raises(CarsegError, match=match):
