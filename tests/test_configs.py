@@ -62,3 +62,45 @@ def test_experiment_and_search_compose(tiny_root, tmp_path: Path):
 def test_evaluate_config_composes(tmp_path: Path):
     cfg = compose_cfg("evaluate", [f"paths.root_dir={tmp_path}"], tmp_path / "run")
     assert cfg.ckpt_path is None and "datamodule" in cfg
+
+
+def test_carvana_cpu_experiment_holds_out_the_sample_full_cars(tmp_path: Path):
+    from carseg.build import build
+    from carseg.data.carvana import scan
+    from tests.helpers import SHARED_CARVANA
+
+    cfg = compose_cfg("train", ["experiment=carvana_cpu", f"paths.root_dir={tmp_path}"], tmp_path / "run")
+    assert Path(cfg.datamodule.data_dir).name == "train_480x320"
+    assert cfg.trainer.reload_dataloaders_every_n_epochs == 1 and cfg.datamodule.size_schedule
+    if not (SHARED_CARVANA / "train_480x320").is_dir():
+        pytest.skip(f"real Carvana data not found at {SHARED_CARVANA} (see the project README: real data tests)")
+    overrides = [
+        "experiment=carvana_cpu",
+        f"paths.root_dir={tmp_path}",
+        f"datamodule.data_dir={SHARED_CARVANA / 'train_480x320'}",
+        "datamodule.cache=false",
+        "datamodule.num_workers=0",
+    ]
+    dm = build(compose_cfg("train", overrides, tmp_path / "run").datamodule, "datamodule")
+    dm.setup("fit")
+    val_cars = {r.car_id for r in dm.val_set.records}
+    assert val_cars == {r.car_id for r in scan(SHARED_CARVANA / "sample_full")}
+    assert val_cars.isdisjoint({r.car_id for r in dm.train_set.records})
+    assert len(dm.val_set) == 128 and len(dm.train_set) == 4320 - 128
+
+
+def test_carvana_gpu_experiment_pads_full_resolution(tmp_path: Path):
+    import torch
+
+    from carseg.build import build
+
+    overrides = ["experiment=carvana_gpu", f"paths.root_dir={tmp_path}", "model.net.encoder_weights=null"]
+    cfg = compose_cfg("train", overrides, tmp_path / "run")
+    assert list(cfg.datamodule.image_size) == [1280, 1918] and cfg.trainer.precision == "bf16-mixed"
+    assert cfg.model.channels_last and cfg.model.pad_always and cfg.trainer.accelerator == "gpu"
+    module = build(cfg.model, "model", _recursive_=False)
+    seen = []
+    module.net.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape[-2:])))
+    with torch.no_grad():
+        out = module(torch.zeros(1, 3, 64, 94, dtype=torch.uint8))
+    assert seen == [(64, 96)] and out.shape == (1, 1, 64, 94)  # padded to a multiple of 32, cropped back

@@ -42,6 +42,7 @@ class SegmentationModule(pl.LightningModule):
         std: tuple[float, ...] = IMAGENET_STD,
         threshold: float = 0.5,
         pad_multiple: int = 32,
+        pad_always: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters({k: _config(v) for k, v in locals().items() if k not in ("self", "__class__")})
@@ -66,10 +67,11 @@ class SegmentationModule(pl.LightningModule):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Normalise, pad to a multiple of `pad_multiple` where the architecture needs it (FPN, DeepLabV3+;
-        U-Net takes any size), run the network, crop back."""
+        U-Net takes any size) or `pad_always` asks for it (1918 -> 1920), run the network, crop back."""
         x = (image.float() - self.mean) / self.std
         h, w = x.shape[-2:]
-        m = self.hparams.pad_multiple if getattr(self.net, "requires_divisible_input_shape", True) else 1
+        needs_pad = getattr(self.net, "requires_divisible_input_shape", True) or self.hparams.get("pad_always", False)
+        m = self.hparams.pad_multiple if needs_pad else 1
         pad_h, pad_w = (-h) % m, (-w) % m
         if pad_h or pad_w:
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
