@@ -97,7 +97,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         pictures += plot_curves(run_dir / "csv" / "metrics.csv", out)
     by_name = {r.image.name: r for r in records}
     step = max(1, len(records) // max(1, int(cfg.panels)))
-    spread = records[step // 2 :: step][: int(cfg.panels)]  # different cars and angles
+    # different cars and, for Carvana's 16 angles per car, different angles
+    picks = [i * step + (step // 2 + 5 * i) % step for i in range(int(cfg.panels))]
+    spread = [records[i] for i in picks if i < len(records)]
     if spread:
         rows_ = _panel_rows(predictor, spread, cfg.background, cfg.feather)
         pictures.append(prediction_panels(rows_, out / "panels.png", "Validation predictions"))

@@ -26,9 +26,18 @@ def cutout(image: np.ndarray, mask: np.ndarray, feather: float = 0.0) -> np.ndar
 
 
 def load_background(spec: str | Path, size: tuple[int, int]) -> np.ndarray:
-    """A background of `size` (H, W): a colour name or hex (`white`, `#1e90ff`) or an image file, fitted
-    to cover the size (scaled, then centre-cropped)."""
+    """A background of `size` (H, W): a colour name or hex (`white`, `#1e90ff`), a vertical gradient
+    (`gradient:#87ceeb:#f5f0e6`, top to bottom) or an image file, fitted to cover the size (scaled, then
+    centre-cropped)."""
     h, w = size
+    if str(spec).startswith("gradient:"):
+        parts = str(spec).split(":")[1:]
+        try:
+            top, bottom = (np.array(ImageColor.getrgb(c)[:3], np.float32) for c in parts)
+        except ValueError as err:
+            raise CarsegError(f"--background {spec!r}: write gradient:<top colour>:<bottom colour>") from err
+        t = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
+        return np.broadcast_to(np.rint(top * (1 - t) + bottom * t).astype(np.uint8), (h, w, 3)).copy()
     path = Path(str(spec))
     if path.is_file():
         try:

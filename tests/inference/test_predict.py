@@ -89,6 +89,11 @@ def test_background_helpers(tmp_path):
     assert tuple(comp[0, 0]) == (0, 0, 255) and tuple(comp[10, 15]) == (200, 200, 200)
     with pytest.raises(CarsegError, match="neither an image file nor a colour"):
         load_background("not-a-colour", (2, 2))
+    ramp = load_background("gradient:#000000:#ffffff", (11, 3))
+    assert tuple(ramp[0, 0]) == (0, 0, 0) and tuple(ramp[-1, 2]) == (255, 255, 255)
+    assert np.all(np.diff(ramp[:, 1, 0].astype(int)) > 0)
+    with pytest.raises(CarsegError, match="gradient:<top colour>:<bottom colour>"):
+        load_background("gradient:#000000", (2, 2))
 
 
 def test_bad_inputs(best_ckpt, photos, tmp_path):
