@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +74,11 @@ class CarvanaDataModule(pl.LightningDataModule):
     truncated files, size mismatch, non-RGB modes, EXIF rotation); bad pairs stop the run with one
     message listing them, or with `skip_bad` are left out with a warning.
 
-    Progressive resizing: `size_schedule` maps a first epoch to a training size ({0: [160, 240],
-    10: [320, 480]}); validation always runs at `image_size`, the size the model is used at. It needs
-    `trainer.reload_dataloaders_every_n_epochs=1`. `soft_masks` trains on the car's share of each
-    pixel where a mask is shrunk, instead of a 0/1 mask (validation masks stay 0/1).
+    Progressive resizing: `size_schedule` lists stages, each a first epoch and a training size
+    ([{epoch: 0, size: [160, 240]}, {epoch: 10, size: [320, 480]}]); validation always runs at
+    `image_size`, the size the model is used at. It needs `trainer.reload_dataloaders_every_n_epochs=1`.
+    `soft_masks` trains on the car's share of each pixel where a mask is shrunk, instead of a 0/1 mask
+    (validation masks stay 0/1).
     """
 
     def __init__(
@@ -102,7 +103,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         check_inputs: bool = True,
         skip_bad: bool = False,
-        size_schedule: dict[int, Sequence[int]] | None = None,
+        size_schedule: Sequence[dict[str, Any]] | None = None,
         soft_masks: bool = False,
     ):
         super().__init__()
@@ -135,24 +136,27 @@ class CarvanaDataModule(pl.LightningDataModule):
         self._train_loader: DataLoader | None = None
 
     @staticmethod
-    def _parse_schedule(schedule: dict[int, Sequence[int]] | None) -> list[tuple[int, tuple[int, int]]]:
-        """[(first epoch, (H, W))] sorted by epoch, checked."""
+    def _parse_schedule(schedule: Any) -> list[tuple[int, tuple[int, int]]]:
+        """[(first epoch, (H, W))] sorted by epoch, from [{epoch: 0, size: [H, W]}, ...] or {epoch: [H, W]}."""
+        if isinstance(schedule, Mapping):
+            schedule = [{"epoch": k, "size": v} for k, v in schedule.items()]
         out = []
-        for epoch, size in (schedule or {}).items():
+        for stage in schedule or []:
             try:
-                first, hw = int(epoch), (int(size[0]), int(size[1]))
+                first, size = int(stage["epoch"]), stage["size"]
+                hw = (int(size[0]), int(size[1]))
                 ok = first >= 0 and len(size) == 2 and min(hw) >= 32
-            except (TypeError, ValueError, IndexError):
+            except (TypeError, ValueError, IndexError, KeyError):
                 ok = False
             if not ok:
                 raise CarsegError(
-                    f"datamodule.size_schedule: {epoch}: {size} is not valid; give first epochs (>= 0) mapped to "
-                    "[height, width] sizes (each at least 32), e.g. {0: [160, 240], 10: [320, 480]}"
+                    f"datamodule.size_schedule: {stage} is not valid; give a list of stages "
+                    "[{epoch: 0, size: [160, 240]}, {epoch: 10, size: [320, 480]}] (sizes at least 32)"
                 )
             out.append((first, hw))
         out.sort()
         if out and out[0][0] != 0:
-            raise CarsegError("datamodule.size_schedule: the first entry must start at epoch 0")
+            raise CarsegError("datamodule.size_schedule: the first stage must start at epoch 0")
         return out
 
     def train_size(self, epoch: int) -> tuple[int, int]:

@@ -56,9 +56,18 @@ def _datamodule(tiny_root, tmp_path, *extra):
     return build(cfg.datamodule, "datamodule")
 
 
+def test_size_schedule_as_a_mapping():
+    parse = CarvanaDataModule._parse_schedule
+    assert parse({3: [64, 96], 0: (32, 48)}) == [(0, (32, 48)), (3, (64, 96))]
+    assert parse(None) == []
+
+
 def test_size_schedule_picks_the_size_of_each_epoch(tiny_root, tmp_path):
     dm: CarvanaDataModule = _datamodule(
-        tiny_root, tmp_path, "datamodule.size_schedule={0:[32,48],2:[64,96]}", "datamodule.cache=true"
+        tiny_root,
+        tmp_path,
+        "datamodule.size_schedule=[{epoch:0,size:[32,48]},{epoch:2,size:[64,96]}]",
+        "datamodule.cache=true",
     )
     assert [dm.train_size(e) for e in range(4)] == [(32, 48), (32, 48), (64, 96), (64, 96)]
     dm.prepare_data()
@@ -90,7 +99,10 @@ class _Sizes(pl.Callback):
 
 
 def test_training_follows_the_schedule(tiny_root, tmp_path):
-    overrides = ["datamodule.size_schedule={0:[32,48],1:[64,96]}", "datamodule.soft_masks=true"]
+    overrides = [
+        "datamodule.size_schedule=[{epoch:0,size:[32,48]},{epoch:1,size:[64,96]}]",
+        "datamodule.soft_masks=true",
+    ]
     dm = _datamodule(tiny_root, tmp_path, *overrides)
     cfg = compose_cfg("train", [*tiny_overrides(tiny_root, tmp_path), "model.channels_last=false"], tmp_path / "r")
     module = build(cfg.model, "model", _recursive_=False)
