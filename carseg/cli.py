@@ -119,6 +119,12 @@ def _bench_infer(args: argparse.Namespace) -> None:
     run(args.dir, args.ckpt, args.images, compile_=not args.no_compile, rss=not args.smoke, out=args.out)
 
 
+def _bench_recipe(args: argparse.Namespace) -> None:
+    from carseg.bench.recipe import run
+
+    run(args.experiment, args.eval_dir, args.out, args.refine_radius, args.figures, args.train_args, args.run_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carseg", description="carseg: car segmentation on Carvana-style photos")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench_data.add_argument("--models", nargs="+", default=["unet_resnet18_light", "unet_resnet34"])
     bench_data.add_argument("--out", default="bench/data.json")
     bench_data.set_defaults(func=_bench_data)
+    recipe = bench.add_parser("recipe", help="train an experiment, then score it at full resolution (JSON)")
+    recipe.add_argument("--experiment", default="carvana_cpu")
+    recipe.add_argument("--eval-dir", default="../shared/carvana/sample_full")
+    recipe.add_argument("--refine-radius", type=int, default=8, help="also score with this refinement (0: not)")
+    recipe.add_argument("--figures", help="copy the curves and panels here as small PNGs")
+    recipe.add_argument("--run-dir", help="score this finished training run instead of training")
+    recipe.add_argument("--out", default="bench/recipe.json")
+    recipe.add_argument("train_args", nargs="*", help="more train.py overrides (key=value)")
+    recipe.set_defaults(func=_bench_recipe)
     bench_train = bench.add_parser("train", help="training images/s: carseg's Trainer path vs a bare PyTorch loop")
     bench_train.add_argument("--steps", type=int, default=4)
     bench_train.add_argument("--data", default="../shared/carvana/sample_full", help="real files for loader rates")

@@ -29,3 +29,21 @@ def test_bench_infer_smoke(best_ckpt, tiny_data, tmp_path):
     assert paths["ONNX Runtime fp32"]["mask agreement"] >= 0.999
     assert result["gflop_per_forward"] > 0 and result["fastest_agreeing"] in paths
     assert result["image_size"] == [96, 144]
+
+
+def test_bench_recipe_scores_a_finished_run(trained, tiny_data, tmp_path):
+    from PIL import Image
+
+    from carseg.bench.recipe import run
+
+    out = tmp_path / "recipe.json"
+    run("example", str(tiny_data), str(out), refine_radius=0, figures=str(tmp_path / "fig"), run_dir=str(trained[0]))
+    result = json.loads(out.read_text())
+    evals = result["evaluations"]
+    assert [(e["tta_flip"], e["refine_radius"]) for e in evals] == [(False, 0), (True, 0)]
+    assert all(0.5 < e["mean_iou"] <= e["mean_dice"] <= 1 and e["images"] == 96 for e in evals)
+    assert result["best_val_iou_at_training_size"] == pytest.approx(trained[1])
+    assert result["train_minutes"] > 0 and result["command"].startswith("python train.py")
+    for name in ("loss_curve.png", "iou_curve.png", "panels.png"):
+        with Image.open(tmp_path / "fig" / name) as im:
+            assert im.width <= 1100 and im.mode == "P"

@@ -1,0 +1,121 @@
+"""A training recipe as a benchmark: train an experiment, time it, score it at full resolution.
+
+`carseg bench recipe` runs `train.py experiment=<name>`, then `evaluate.py` on a Carvana-layout folder
+(at each image's own resolution) without and with flip TTA and boundary refinement, and writes one JSON
+with the wall time and every score; `--figures DIR` keeps the curves and prediction panels (small PNGs).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from carseg.bench.report import show, write
+from carseg.errors import CarsegError
+
+ROOT = Path(__file__).resolve().parents[2]
+SCORES = ("mean_iou", "mean_dice", "mean_iou_2class", "mean_pixel_accuracy", "mean_boundary_f1")
+
+
+def _run(cmd: list[str]) -> float:
+    """Run a carseg entry point in the project root; its wall time in seconds."""
+    print("carseg: $ " + " ".join(cmd[1:]), flush=True)
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT)
+    if done.returncode:
+        raise CarsegError(f"`{' '.join(cmd[1:])}` failed (exit {done.returncode}); its log is above")
+    return time.perf_counter() - start
+
+
+def _small_png(src: Path, dst: Path, width: int = 1100) -> None:
+    """A README-sized copy: at most `width` pixels wide, 256-colour palette."""
+    from PIL import Image
+
+    with Image.open(src) as im:
+        im = im.convert("RGB")
+        if im.width > width:
+            im = im.resize((width, round(im.height * width / im.width)), Image.Resampling.LANCZOS)
+        im.quantize(256, method=Image.Quantize.MEDIANCUT).save(dst, optimize=True)
+
+
+def run(
+    experiment: str,
+    eval_dir: str,
+    out: str,
+    refine_radius: int = 8,
+    figures: str | None = None,
+    train_args: list[str] | None = None,
+    run_dir: str | None = None,
+) -> dict[str, Any]:
+    """Train (unless `run_dir` names a finished run) and evaluate; the JSON payload."""
+    if not (Path(eval_dir) / "train").is_dir():
+        raise CarsegError(f"{eval_dir}: no train/ folder; give a Carvana-layout folder to evaluate on")
+    train_cmd = [sys.executable, "train.py", f"experiment={experiment}", *(train_args or [])]
+    if run_dir is None:
+        run_dir = str(ROOT / "logs" / "bench" / f"{experiment}_{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+        _run([*train_cmd, f"hydra.run.dir={run_dir}"])
+    summary_file = Path(run_dir) / "summary.json"
+    if not summary_file.is_file():
+        raise CarsegError(f"{summary_file}: missing; the training run did not finish")
+    summary = json.loads(summary_file.read_text())
+    ckpt = summary["best_checkpoint"]
+    evals = []
+    for tta in (False, True):
+        for refine in (0, refine_radius) if refine_radius else (0,):
+            name = f"tta{int(tta)}_refine{refine}"
+            eval_out = Path(run_dir) / "eval" / name
+            seconds = _run(
+                [
+                    sys.executable,
+                    "evaluate.py",
+                    f"ckpt_path={ckpt}",
+                    f"eval_dir={Path(eval_dir).resolve()}",
+                    f"tta={str(tta).lower()}",
+                    f"refine_radius={refine}",
+                    "print_config=false",
+                    f"hydra.run.dir={eval_out}",
+                ]
+            )
+            metrics = json.loads((eval_out / "metrics.json").read_text())
+            evals.append(
+                {
+                    "tta_flip": tta,
+                    "refine_radius": refine,
+                    **{k: metrics[k] for k in SCORES},
+                    "images": metrics["images"],
+                    "eval_seconds": round(seconds, 1),
+                }
+            )
+    overrides = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if overrides.is_file():  # what the run was actually started with
+        from omegaconf import OmegaConf
+
+        train_cmd = [sys.executable, "train.py", *(o for o in OmegaConf.load(overrides) if "hydra." not in o)]
+    payload = {
+        "experiment": experiment,
+        "command": " ".join(["python", *train_cmd[1:]]),
+        "run_dir": str(run_dir),
+        "train_minutes": round(summary["wall_seconds"] / 60, 1),
+        "epochs": summary["epochs"],
+        "best_val_iou_at_training_size": summary["best"],
+        "best_checkpoint": ckpt,
+        "eval_dir": str(eval_dir),
+        "evaluations": evals,
+    }
+    show(f"{experiment}: {payload['train_minutes']} min of training, scored on {eval_dir}", evals)
+    write(out, payload)
+    if figures:
+        fig_dir = Path(figures)
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        best = Path(run_dir) / "eval" / f"tta1_refine{refine_radius}"
+        for name in ("loss_curve.png", "iou_curve.png", "panels.png", "worst.png"):
+            if (best / name).is_file():
+                _small_png(best / name, fig_dir / name)
+        shutil.copy(out, fig_dir / Path(out).name)
+        print(f"carseg: figures written to {fig_dir}")
+    return payload
