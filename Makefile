@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install train evaluate test test-fast lint format data bench bench-data bench-train bench-infer clean
+.PHONY: help install train evaluate test test-fast lint format data bench bench-data bench-train bench-infer bench-carvana clean
 CARVANA_SAMPLE ?= ../shared/carvana/sample_full
 
 help:  ## list the targets
@@ -52,7 +52,11 @@ bench-train: install  ## training img/s, carseg vs a bare PyTorch loop (fp32, ch
 bench-infer: install  ## full-resolution inference paths (eager, channels_last, bf16, compile, ONNX) -> bench/infer.json
 	$(VENV)/bin/carseg bench infer $(CARVANA_SAMPLE) --out bench/infer.json $(ARGS)
 
-bench: bench-data bench-train bench-infer  ## all benchmarks
+bench-carvana: install  ## the real-data recipe: train experiment=carvana_cpu (<1 h), score at 1918x1280 -> bench/carvana_cpu.json
+	$(VENV)/bin/carseg bench recipe --experiment carvana_cpu --eval-dir $(CARVANA_SAMPLE) \
+		--out bench/carvana_cpu.json --figures docs/results $(ARGS)
+
+bench: bench-data bench-train bench-infer  ## the speed benchmarks (bench-carvana, an hour of training, runs on its own)
 
 clean:  ## remove logs and generated data (keeps .venv)
 	rm -rf logs data .pytest_cache .ruff_cache
