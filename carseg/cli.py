@@ -119,6 +119,13 @@ def _bench_infer(args: argparse.Namespace) -> None:
     run(args.dir, args.ckpt, args.images, compile_=not args.no_compile, rss=not args.smoke, out=args.out)
 
 
+def _bench_ceiling(args: argparse.Namespace) -> None:
+    from carseg.bench.ceiling import run
+
+    sizes = [tuple(s) for s in args.size] if args.size else [(160, 240), (320, 480)]
+    run(args.dir, sizes, args.images, args.refine_radius, args.out)
+
+
 def _bench_recipe(args: argparse.Namespace) -> None:
     from carseg.bench.recipe import run
 
@@ -181,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench_data.add_argument("--models", nargs="+", default=["unet_resnet18_light", "unet_resnet34"])
     bench_data.add_argument("--out", default="bench/data.json")
     bench_data.set_defaults(func=_bench_data)
+    ceiling = bench.add_parser("ceiling", help="the best full-size IoU reachable at smaller model sizes")
+    ceiling.add_argument("dir", nargs="?", default="../shared/carvana/sample_full")
+    ceiling.add_argument(
+        "--size", type=int, nargs=2, action="append", metavar=("H", "W"), help="repeatable (160 240 and 320 480)"
+    )
+    ceiling.add_argument("--images", type=int, help="only the first N pairs")
+    ceiling.add_argument("--refine-radius", type=int, default=8)
+    ceiling.add_argument("--out", default="bench/ceiling.json")
+    ceiling.set_defaults(func=_bench_ceiling)
     recipe = bench.add_parser("recipe", help="train an experiment, then score it at full resolution (JSON)")
     recipe.add_argument("--experiment", default="carvana_cpu")
     recipe.add_argument("--eval-dir", default="../shared/carvana/sample_full")

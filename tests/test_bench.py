@@ -47,3 +47,14 @@ def test_bench_recipe_scores_a_finished_run(trained, tiny_data, tmp_path):
     for name in ("loss_curve.png", "iou_curve.png", "panels.png"):
         with Image.open(tmp_path / "fig" / name) as im:
             assert im.width <= 1100 and im.mode == "P"
+
+
+def test_bench_ceiling_orders_the_sizes(tiny_data, tmp_path):
+    from carseg.bench.ceiling import run
+
+    rows = run(tiny_data, sizes=[(24, 36), (48, 72)], images=3, refine_radius=0, out=tmp_path / "c.json")["ceiling"]
+    score = {(r["size"], r["model output"]): r["ceiling IoU"] for r in rows}
+    assert set(score) == {(s, k) for s in ("24x36", "48x72") for k in ("0/1 mask", "soft mask")}
+    assert score[("24x36", "0/1 mask")] < score[("48x72", "0/1 mask")] < 1.0  # a larger size loses less
+    assert score[("24x36", "0/1 mask")] < score[("24x36", "soft mask")]  # the car share holds sub-pixel edges
+    assert json.loads((tmp_path / "c.json").read_text())["images"] == 3
