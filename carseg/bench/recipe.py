@@ -2,7 +2,8 @@
 
 `carseg bench recipe` runs `train.py experiment=<name>`, then `evaluate.py` on a Carvana-layout folder
 (at each image's own resolution) without and with flip TTA and boundary refinement, and writes one JSON
-with the wall time and every score; `--figures DIR` keeps the curves and prediction panels (small PNGs).
+with the wall time and every score; `--figures DIR` keeps the curves and prediction panels of the best
+scoring evaluation (small PNGs).
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def run(
     if figures:
         fig_dir = Path(figures)
         fig_dir.mkdir(parents=True, exist_ok=True)
-        best = Path(run_dir) / "eval" / f"tta1_refine{refine_radius}"
+        top = max(evals, key=lambda e: (e["mean_iou"], e["tta_flip"]))  # the figures of the best scoring
+        best = Path(run_dir) / "eval" / f"tta{int(top['tta_flip'])}_refine{top['refine_radius']}"
         for name in ("loss_curve.png", "iou_curve.png", "panels.png", "worst.png"):
             if (best / name).is_file():
                 _small_png(best / name, fig_dir / name)
