@@ -18,12 +18,8 @@ import numpy as np
 from carseg.bench.report import show, write
 from carseg.data.carvana import scan
 from carseg.data.io import read_image, read_mask
+from carseg.evaluation.metrics import iou
 from carseg.inference.refine import refine_probabilities
-
-
-def _iou(pred: np.ndarray, truth: np.ndarray) -> float:
-    union = np.logical_or(pred, truth).sum()
-    return float(np.logical_and(pred, truth).sum() / union) if union else 1.0
 
 
 def run(
@@ -43,12 +39,10 @@ def run(
             share = cv2.resize(truth.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
             for kind, small in (("0/1 mask", (share >= 0.5).astype(np.float32)), ("soft mask", share)):
                 up = np.clip(cv2.resize(small, (full_w, full_h), interpolation=cv2.INTER_LINEAR), 0, 1)
-                scores.setdefault((h, w, kind), []).append(_iou(up > 0.5, truth))
+                scores.setdefault((h, w, kind), []).append(iou(up > 0.5, truth))
                 if refine_radius:
                     refined = refine_probabilities(image, up, refine_radius)
-                    scores.setdefault((h, w, f"{kind} + refine r{refine_radius}"), []).append(
-                        _iou(refined > 0.5, truth)
-                    )
+                    scores.setdefault((h, w, f"{kind} + refine r{refine_radius}"), []).append(iou(refined > 0.5, truth))
     rows = [
         {"size": f"{h}x{w}", "model output": kind, "ceiling IoU": float(np.mean(v))}
         for (h, w, kind), v in scores.items()

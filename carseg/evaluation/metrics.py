@@ -26,6 +26,13 @@ def boundary_f1(pred: np.ndarray, truth: np.ndarray, tolerance: int = 2) -> floa
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Car IoU of one predicted mask against the truth (both H x W, 0/1); 1.0 when both are empty."""
+    p, t = pred.astype(bool), truth.astype(bool)
+    union = np.count_nonzero(p | t)
+    return np.count_nonzero(p & t) / union if union else 1.0
+
+
 def image_metrics(pred: np.ndarray, truth: np.ndarray, tolerance: int = 2) -> dict[str, float]:
     """Metrics of one predicted mask against the truth (both H x W, 0/1)."""
     p, t = pred.astype(bool), truth.astype(bool)

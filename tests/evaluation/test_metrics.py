@@ -32,3 +32,14 @@ def test_boundary_f1_tolerance():
     assert boundary_f1(shifted, truth, tolerance=2) == pytest.approx(1.0)
     assert boundary_f1(far, truth, tolerance=2) < 0.6
     assert boundary_f1(np.zeros_like(truth), np.zeros_like(truth)) == 1.0
+
+
+def test_iou_agrees_with_image_metrics():
+    import numpy as np
+
+    from carseg.evaluation.metrics import image_metrics, iou
+
+    rng = np.random.default_rng(3)
+    pred, truth = rng.random((20, 30)) > 0.5, rng.random((20, 30)) > 0.4
+    assert iou(pred, truth) == image_metrics(pred, truth)["iou"]
+    assert iou(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0
