@@ -65,11 +65,11 @@ def run(
         raise CarsegError(f"{summary_file}: missing; the training run did not finish")
     summary = json.loads(summary_file.read_text())
     ckpt = summary["best_checkpoint"]
-    evals = []
+    evals, outputs = [], []
     for tta in (False, True):
         for refine in (0, refine_radius) if refine_radius else (0,):
-            name = f"tta{int(tta)}_refine{refine}"
-            eval_out = Path(run_dir) / "eval" / name
+            eval_out = Path(run_dir) / "eval" / f"tta{int(tta)}_refine{refine}"
+            outputs.append(eval_out)
             seconds = _run(
                 [
                     sys.executable,
@@ -113,8 +113,8 @@ def run(
     if figures:
         fig_dir = Path(figures)
         fig_dir.mkdir(parents=True, exist_ok=True)
-        top = max(evals, key=lambda e: (e["mean_iou"], e["tta_flip"]))  # the figures of the best scoring
-        best = Path(run_dir) / "eval" / f"tta{int(top['tta_flip'])}_refine{top['refine_radius']}"
+        # the figures of the best scoring evaluation
+        best = outputs[max(range(len(evals)), key=lambda i: (evals[i]["mean_iou"], evals[i]["tta_flip"]))]
         for name in ("loss_curve.png", "iou_curve.png", "panels.png", "worst.png"):
             if (best / name).is_file():
                 _small_png(best / name, fig_dir / name)

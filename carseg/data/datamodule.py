@@ -241,12 +241,13 @@ class CarvanaDataModule(pl.LightningDataModule):
                 "trainer.reload_dataloaders_every_n_epochs=1 so that each epoch gets its size"
             )
         size = self.train_size(epoch)
-        if self.train_set is not None and (self._train_loader is None or self.train_set.size != size):
+        if self.train_set is None or self._train_loader is None or self.train_set.size != size:
             if self._train_loader is not None:
                 print(f"carseg: epoch {epoch}: training size {size[0]}x{size[1]}")
-            self.train_set.size = size
-            self._train_loader = self._loader(self.train_set, self.batch_size, shuffle=True)
-        return self._train_loader if self._train_loader is not None else self._loader(None, 0, True)
+            if self.train_set is not None:
+                self.train_set.size = size
+            self._train_loader = self._loader(self.train_set, self.batch_size, shuffle=True)  # checks setup
+        return self._train_loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.val_batch_size, shuffle=False)
