@@ -33,6 +33,12 @@ def _run(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def _in_project(path: str | Path) -> str:
+    """`path` relative to the project when it lies inside it, so that the JSON reads the same on any machine."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
 def _small_png(src: Path, dst: Path, width: int = 1100) -> None:
     """A README-sized copy: at most `width` pixels wide, 256-colour palette."""
     from PIL import Image
@@ -100,11 +106,11 @@ def run(
     payload = {
         "experiment": experiment,
         "command": " ".join(["python", *train_cmd[1:]]),
-        "run_dir": str(run_dir),
+        "run_dir": _in_project(run_dir),
         "train_minutes": round(summary["wall_seconds"] / 60, 1),
         "epochs": summary["epochs"],
         "best_val_iou_at_training_size": summary["best"],
-        "best_checkpoint": ckpt,
+        "best_checkpoint": _in_project(ckpt),
         "eval_dir": str(eval_dir),
         "evaluations": evals,
     }
