@@ -6,11 +6,11 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install train evaluate test test-fast lint format data bench bench-data bench-train bench-infer bench-carvana clean
+.PHONY: help install train evaluate test test-fast lint format data bench bench-data bench-train bench-infer bench-ceiling bench-carvana clean
 CARVANA_SAMPLE ?= ../shared/carvana/sample_full
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); if [ "$$free" -lt 8 ]; then \
@@ -31,12 +31,13 @@ evaluate: install  ## validation metrics of the newest run's best checkpoint (AR
 test: install  ## the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: install  ## tests that do not train or spawn processes
+test-fast: install  ## tests that neither train nor spawn processes (the rest are marked slow)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: install  ## ruff lint and format check
+lint: install  ## ruff lint and format check, and the package's layers (import-linter contract in pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: install  ## ruff format and autofix
 	$(VENV)/bin/ruff format .
@@ -49,10 +50,13 @@ bench-data: install  ## input pipeline speed (decode, reduced decode, cache; 0/1
 	$(VENV)/bin/carseg bench data $(CARVANA_SAMPLE) --out bench/data.json
 
 bench-train: install  ## training img/s, carseg vs a bare PyTorch loop (fp32, channels_last, bf16) -> bench/train.json
-	$(VENV)/bin/carseg bench train --out bench/train.json
+	$(VENV)/bin/carseg bench train --data $(CARVANA_SAMPLE) --out bench/train.json
 
 bench-infer: install  ## full-resolution inference paths (eager, channels_last, bf16, compile, ONNX) -> bench/infer.json
 	$(VENV)/bin/carseg bench infer $(CARVANA_SAMPLE) --out bench/infer.json $(ARGS)
+
+bench-ceiling: install  ## the full-size IoU a perfect model reaches at 160x240 and 320x480 -> bench/ceiling.json
+	$(VENV)/bin/carseg bench ceiling $(CARVANA_SAMPLE) --out bench/ceiling.json $(ARGS)
 
 bench-carvana: install  ## the real-data recipe: train experiment=carvana_cpu (<1 h), score at 1918x1280 -> bench/carvana_cpu.json
 	$(VENV)/bin/carseg bench recipe --experiment carvana_cpu --eval-dir $(CARVANA_SAMPLE) \

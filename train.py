@@ -1,17 +1,6 @@
-"""Train a car segmentation model: `python train.py [group=option ...] [key=value ...]`."""
+"""Train a car segmentation model: `python train.py [group=option ...] [key=value ...]` (same as `carseg-train`)."""
 
-import hydra
-from omegaconf import DictConfig
-
-from carseg.errors import exit_on_user_error
-from carseg.training.run import train
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-@exit_on_user_error
-def main(cfg: DictConfig) -> float | None:
-    return train(cfg)
-
+from carseg.entrypoints.train import main
 
 if __name__ == "__main__":
     main()

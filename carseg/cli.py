@@ -1,11 +1,19 @@
-"""The `carseg` console script: data utilities (more commands come with later features)."""
+"""The `carseg` console script: data sets (synth, check, cache, download), predict, export and benchmarks.
+
+Training and evaluation have their own Hydra entry points (`carseg-train`, `carseg-evaluate`). Each command
+below imports what it needs when it runs, so that `carseg --help` and the data commands start without
+loading torch.
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 from carseg.errors import CarsegError, exit_on_user_error
+
+InputSize = str | list[int] | None
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -26,8 +34,6 @@ def _records(data_dir: str, mask_source: str = "gif"):
 
 
 def _check(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from carseg.data.checks import check_dataset
 
     records = _records(args.dir)
@@ -66,19 +72,24 @@ def _bench_data(args: argparse.Namespace) -> None:
     run(args.dir, tuple(args.size), args.images, tuple(args.workers), tuple(args.models), args.out)
 
 
+def parse_input_size(values: Sequence[str]) -> InputSize:
+    """`--input-size`: `train` (the checkpoint's training size), `native` (None: each image's own size) or
+    `H W` (positive integers)."""
+    if len(values) == 1 and values[0] in ("train", "native"):
+        return "train" if values[0] == "train" else None
+    if len(values) == 2 and all(v.isdigit() and int(v) > 0 for v in values):
+        return [int(v) for v in values]
+    raise CarsegError(f"--input-size {' '.join(values)}: use train, native, or H W (two positive integers)")
+
+
 def _predict(args: argparse.Namespace) -> None:
     from carseg.inference.predictor import Predictor
     from carseg.inference.run import predict
 
-    size = {"train": "train", "native": None}.get(args.input_size[0]) if len(args.input_size) == 1 else None
-    if len(args.input_size) == 2:
-        size = [int(v) for v in args.input_size]
-    elif args.input_size[0] not in ("train", "native"):
-        raise CarsegError(f"--input-size {' '.join(args.input_size)}: use train, native, or H W")
     predictor = Predictor(
         ckpt=args.ckpt,
         onnx=args.onnx,
-        input_size=size,
+        input_size=parse_input_size(args.input_size),
         tta=args.tta,
         precision=args.precision,
         refine_radius=args.refine_radius,
@@ -181,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=_export)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     bench_data = bench.add_parser("data", help="input pipeline speed next to the training step")
-    bench_data.add_argument("dir", nargs="?", default="../shared/carvana/sample_full")
+    bench_data.add_argument("dir", help="a Carvana-layout folder of real photos (`make bench-data` passes one)")
     bench_data.add_argument("--size", type=int, nargs=2, default=[320, 480], metavar=("H", "W"))
     bench_data.add_argument("--images", type=int, default=64)
     bench_data.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
@@ -189,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_data.add_argument("--out", default="bench/data.json")
     bench_data.set_defaults(func=_bench_data)
     ceiling = bench.add_parser("ceiling", help="the best full-size IoU reachable at smaller model sizes")
-    ceiling.add_argument("dir", nargs="?", default="../shared/carvana/sample_full")
+    ceiling.add_argument("dir", help="a Carvana-layout folder (full-size photos and masks)")
     ceiling.add_argument(
         "--size", type=int, nargs=2, action="append", metavar=("H", "W"), help="repeatable (160 240 and 320 480)"
     )
@@ -199,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     ceiling.set_defaults(func=_bench_ceiling)
     recipe = bench.add_parser("recipe", help="train an experiment, then score it at full resolution (JSON)")
     recipe.add_argument("--experiment", default="carvana_cpu")
-    recipe.add_argument("--eval-dir", default="../shared/carvana/sample_full")
+    recipe.add_argument("--eval-dir", required=True, help="a Carvana-layout folder to score at full size")
     recipe.add_argument("--refine-radius", type=int, default=8, help="also score with this refinement (0: not)")
     recipe.add_argument("--figures", help="copy the curves and panels here as small PNGs")
     recipe.add_argument("--run-dir", help="score this finished training run instead of training")
@@ -208,12 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.set_defaults(func=_bench_recipe)
     bench_train = bench.add_parser("train", help="training images/s: carseg's Trainer path vs a bare PyTorch loop")
     bench_train.add_argument("--steps", type=int, default=4)
-    bench_train.add_argument("--data", default="../shared/carvana/sample_full", help="real files for loader rates")
+    bench_train.add_argument("--data", help="a Carvana-layout folder of real files: also measure loader rates")
     bench_train.add_argument("--smoke", action="store_true", help="a tiny run that checks the benchmark works")
     bench_train.add_argument("--out", default="bench/train.json")
     bench_train.set_defaults(func=_bench_train)
     bench_infer = bench.add_parser("infer", help="full-resolution inference paths, speed and agreement")
-    bench_infer.add_argument("dir", nargs="?", default="../shared/carvana/sample_full")
+    bench_infer.add_argument("dir", help="a Carvana-layout folder (or folder of photos) at full size")
     bench_infer.add_argument("--ckpt", help="a trained checkpoint (default: an untrained U-Net ResNet-34)")
     bench_infer.add_argument("--images", type=int, default=3)
     bench_infer.add_argument("--no-compile", action="store_true")

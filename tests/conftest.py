@@ -1,13 +1,56 @@
-"""Fixtures: a tiny synthetic Carvana-layout set, written once per test session."""
+"""Fixtures: a tiny synthetic Carvana-layout set, written once per test session; the `slow` and `gpu` markers
+kept true (a test outside `slow` that trains or spawns fails; `gpu` tests skip without CUDA)."""
 
 from __future__ import annotations
 
+import multiprocessing.process
+import subprocess
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
+import torch
 
 from carseg.data.synthetic import SynthSpec, write_synthetic
 from tests.helpers import SHARED_CARVANA, TINY
+
+# session fixtures that train a model: a test that uses them trains too
+TRAINING_FIXTURES = {"trained", "best_ckpt"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none is visible here); runs on GPU machines (`pytest -m gpu`)")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture is set up: a test outside `slow` may not use a fixture that trains."""
+    used = TRAINING_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if used and item.get_closest_marker("slow") is None:
+        pytest.fail(f"{item.nodeid} uses {sorted(used)}, which train a model, but is not marked slow", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def slow_marker_is_true(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside `slow` tests, training and starting processes fail the test: `-m "not slow"` stays quick."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    name = request.node.nodeid
+
+    def refuse(what: str):
+        def stop(*args, **kwargs):
+            pytest.fail(f"{name} {what} but is not marked slow: add @pytest.mark.slow", pytrace=False)
+
+        return stop
+
+    monkeypatch.setattr(pl.Trainer, "fit", refuse("trains a model (Trainer.fit)"))
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("starts a process (subprocess)"))
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse("starts a process (multiprocessing)"))
 
 
 @pytest.fixture(scope="session")

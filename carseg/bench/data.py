@@ -10,37 +10,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
+from carseg.bench.measure import build_module, loader_rate
 from carseg.bench.report import show, write
 from carseg.data.cache import build_cache
 from carseg.data.carvana import scan
 from carseg.data.datamodule import CarvanaDataset
 from carseg.data.io import image_size
 from carseg.data.rle import rle_decode, rle_encode
+from carseg.hardware import cpu_has_bf16
 
 
-def loader_rate(dataset: CarvanaDataset, workers: int, batch_size: int = 8) -> float:
-    """Images per second through a DataLoader (first batch excluded: worker start-up)."""
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
-    it = iter(loader)
-    next(it)
-    start, n = time.perf_counter(), 0
-    for batch in it:
-        n += batch["image"].shape[0]
-    return n / max(time.perf_counter() - start, 1e-9)
-
-
-def train_step_rate(encoder: str, size: tuple[int, int], batch_size: int = 8, steps: int = 3, **net: Any) -> float:
-    """Training images per second of a U-Net (bf16 autocast where the CPU has it, channels_last)."""
-    from carseg.models.module import SegmentationModule
-    from carseg.training.devices import cpu_has_bf16
-
-    module = SegmentationModule(
-        net={"_target_": "carseg.models.factory.create_model", "arch": "Unet", "encoder_name": encoder, **net},
-        loss={"_target_": "carseg.models.losses.CombinedLoss"},
-        optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3},
-    ).train()
+def train_step_rate(model: str, size: tuple[int, int], batch_size: int = 8, steps: int = 3) -> float:
+    """Training images per second of `model=<model>` (bf16 autocast where the CPU has it, channels_last)."""
+    module = build_module(model).train()
     opt = torch.optim.AdamW(module.parameters(), 1e-3)
     x = torch.randint(0, 255, (batch_size, 3, *size), dtype=torch.uint8)
     y = (torch.rand(batch_size, 1, *size) > 0.5).float()
@@ -97,11 +80,7 @@ def run(
             row[f"{w} workers img/s"] = round(loader_rate(dataset, w), 1)
         rows.append(row)
     shutil.rmtree(cache_base, ignore_errors=True)
-    steps = []
-    for model in models:
-        net = {"decoder_channels": [128, 64, 32, 16, 16]} if model == "unet_resnet18_light" else {}
-        encoder = "resnet18" if "resnet18" in model else "resnet34"
-        steps.append({"model": model, "train step img/s": round(train_step_rate(encoder, size, **net), 2)})
+    steps = [{"model": model, "train step img/s": round(train_step_rate(model, size), 2)} for model in models]
     decode_rate = rows[-2][f"{max(workers)} workers img/s"]  # the default decoding path, most workers
     for s in steps:
         s[f"loader/step ratio ({rows[-2]['loader']}, {max(workers)} workers)"] = round(

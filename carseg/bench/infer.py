@@ -13,27 +13,13 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from carseg.bench.measure import peak_rss_mb, random_checkpoint
 from carseg.bench.report import show, write
-from carseg.bench.train import peak_rss_mb
 from carseg.data.io import read_image
 from carseg.inference.export import export_onnx
 from carseg.inference.predictor import Predictor
 
 AGREEMENT_TO_COUNT = 0.999
-
-
-def random_checkpoint(path: Path, arch: str = "Unet", encoder: str = "resnet34", **net: Any) -> Path:
-    """A checkpoint of an untrained model (for speed figures when no trained one is given)."""
-    from carseg.models.module import SegmentationModule
-
-    torch.manual_seed(0)
-    module = SegmentationModule(
-        net={"_target_": "carseg.models.factory.create_model", "arch": arch, "encoder_name": encoder, **net},
-        loss={"_target_": "carseg.models.losses.CombinedLoss"},
-        optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3},
-    )
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
-    return path
 
 
 def forward_gflops(predictor: Predictor, shape: tuple[int, int]) -> float:
@@ -66,7 +52,7 @@ def run(
     pictures = [read_image(f) for f in files]
     shape = pictures[0].shape[:2]
     tmp = Path(tempfile.mkdtemp(prefix="carseg-bench-infer-"))
-    ckpt = Path(ckpt) if ckpt else random_checkpoint(tmp / "unet_resnet34.ckpt")
+    ckpt = Path(ckpt) if ckpt else random_checkpoint(tmp / "unet_resnet34.ckpt", "unet_resnet34")
     onnx_path = export_onnx(ckpt, tmp / "model.onnx")
     paths: dict[str, dict[str, Any]] = {
         "eager fp32": {"ckpt": ckpt, "precision": "32", "channels_last": False},

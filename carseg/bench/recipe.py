@@ -1,6 +1,6 @@
 """A training recipe as a benchmark: train an experiment, time it, score it at full resolution.
 
-`carseg bench recipe` runs `train.py experiment=<name>`, then `evaluate.py` on a Carvana-layout folder
+`carseg bench recipe` runs `carseg-train experiment=<name>`, then `carseg-evaluate` on a Carvana-layout folder
 (at each image's own resolution) without and with flip TTA and boundary refinement, and writes one JSON
 with the wall time and every score; `--figures DIR` keeps the curves and prediction panels of the best
 scoring evaluation (small PNGs).
@@ -16,33 +16,36 @@ import time
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from carseg import runs
 from carseg.bench.report import show, write
 from carseg.errors import CarsegError
 
-ROOT = Path(__file__).resolve().parents[2]
+TRAIN = [sys.executable, "-m", "carseg.entrypoints.train"]
+EVALUATE = [sys.executable, "-m", "carseg.entrypoints.evaluate"]
 SCORES = ("mean_iou", "mean_dice", "mean_iou_2class", "mean_pixel_accuracy", "mean_boundary_f1")
 
 
 def _run(cmd: list[str]) -> float:
-    """Run a carseg entry point in the project root; its wall time in seconds."""
+    """Run a carseg entry point in the current directory (the project); its wall time in seconds."""
     print("carseg: $ " + " ".join(cmd[1:]), flush=True)
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT)
+    done = subprocess.run(cmd)
     if done.returncode:
         raise CarsegError(f"`{' '.join(cmd[1:])}` failed (exit {done.returncode}); its log is above")
     return time.perf_counter() - start
 
 
 def _in_project(path: str | Path) -> str:
-    """`path` relative to the project when it lies inside it, so that the JSON reads the same on any machine."""
-    p = Path(path).resolve()
-    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+    """`path` relative to the project (the current directory) when it lies inside it, so that the JSON reads
+    the same on any machine."""
+    p, root = Path(path).resolve(), Path.cwd().resolve()
+    return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
 
 
 def _small_png(src: Path, dst: Path, width: int = 1100) -> None:
     """A README-sized copy: at most `width` pixels wide, 256-colour palette."""
-    from PIL import Image
-
     with Image.open(src) as im:
         im = im.convert("RGB")
         if im.width > width:
@@ -62,14 +65,13 @@ def run(
     """Train (unless `run_dir` names a finished run) and evaluate; the JSON payload."""
     if not (Path(eval_dir) / "train").is_dir():
         raise CarsegError(f"{eval_dir}: no train/ folder; give a Carvana-layout folder to evaluate on")
-    train_cmd = [sys.executable, "train.py", f"experiment={experiment}", *(train_args or [])]
+    overrides = [f"experiment={experiment}", *(train_args or [])]
     if run_dir is None:
-        run_dir = str(ROOT / "logs" / "bench" / f"{experiment}_{time.strftime('%Y-%m-%d_%H-%M-%S')}")
-        _run([*train_cmd, f"hydra.run.dir={run_dir}"])
-    summary_file = Path(run_dir) / "summary.json"
-    if not summary_file.is_file():
-        raise CarsegError(f"{summary_file}: missing; the training run did not finish")
-    summary = json.loads(summary_file.read_text())
+        run_dir = str(Path("logs") / "bench" / f"{experiment}_{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+        _run([*TRAIN, *overrides, f"hydra.run.dir={Path(run_dir).resolve()}"])
+    summary = runs.read_summary(run_dir)
+    if summary is None:
+        raise CarsegError(f"{Path(run_dir) / runs.SUMMARY}: missing; the training run did not finish")
     ckpt = summary["best_checkpoint"]
     evals, outputs = [], []
     for tta in (False, True):
@@ -78,8 +80,7 @@ def run(
             outputs.append(eval_out)
             seconds = _run(
                 [
-                    sys.executable,
-                    "evaluate.py",
+                    *EVALUATE,
                     f"ckpt_path={ckpt}",
                     f"eval_dir={Path(eval_dir).resolve()}",
                     f"tta={str(tta).lower()}",
@@ -98,14 +99,12 @@ def run(
                     "eval_seconds": round(seconds, 1),
                 }
             )
-    overrides = Path(run_dir) / ".hydra" / "overrides.yaml"
-    if overrides.is_file():  # what the run was actually started with
-        from omegaconf import OmegaConf
-
-        train_cmd = [sys.executable, "train.py", *(o for o in OmegaConf.load(overrides) if "hydra." not in o)]
+    recorded = runs.run_overrides(run_dir)
+    if recorded is not None:  # what the run was actually started with
+        overrides = [o for o in recorded if "hydra." not in o]
     payload = {
         "experiment": experiment,
-        "command": " ".join(["python", *train_cmd[1:]]),
+        "command": " ".join(["python train.py", *overrides]),
         "run_dir": _in_project(run_dir),
         "train_minutes": round(summary["wall_seconds"] / 60, 1),
         "epochs": summary["epochs"],

@@ -12,11 +12,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from carseg.hardware import cpu_has_bf16
+
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
-    from carseg.training.devices import cpu_has_bf16
-
     return {
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),

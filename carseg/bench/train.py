@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -11,17 +11,17 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from torch.utils.data import DataLoader, Dataset
 
+from carseg.bench.measure import build_module, loader_rate, peak_rss_mb
 from carseg.bench.report import show, write
-from carseg.models.factory import create_model
-from carseg.models.losses import CombinedLoss
-from carseg.models.module import IMAGENET_MEAN, IMAGENET_STD, SegmentationModule
+from carseg.build import build
+from carseg.config import model_config
+from carseg.data.carvana import scan
+from carseg.data.datamodule import CarvanaDataset
+from carseg.models.module import IMAGENET_MEAN, IMAGENET_STD
 
-MODELS: dict[str, dict[str, Any]] = {
-    "unet_resnet34": {"arch": "Unet", "encoder_name": "resnet34"},
-    "unet_resnet18_light": {"arch": "Unet", "encoder_name": "resnet18", "decoder_channels": [128, 64, 32, 16, 16]},
-}
 SETTINGS = {  # name: (channels_last, bf16)
     "fp32": (False, False),
     "channels_last": (True, False),
@@ -46,9 +46,10 @@ class _Batches(Dataset):
 
 @dataclass(frozen=True)
 class Case:
-    """One measurement: model, input size, batch, timed steps after warm-up, memory format, precision."""
+    """One measurement: model (a conf/model name), input size, batch, timed steps after warm-up, memory
+    format, precision."""
 
-    net_kwargs: dict[str, Any]
+    model: str
     size: tuple[int, int]
     batch: int
     steps: int
@@ -69,7 +70,8 @@ SMOKE: dict[str, Any] = {
 
 
 def bare_loop(case: Case) -> float:
-    """Images/s of the loop a user writes by hand: normalise, forward, BCE+Dice, backward, AdamW step."""
+    """Images/s of the loop a user writes by hand: normalise, forward, loss, backward, optimiser step, with
+    the network, loss and optimiser of the model's config (the reference carseg's path is measured against)."""
     torch.manual_seed(0)
     size, batch, steps, warmup, channels_last, bf16 = (
         case.size,
@@ -79,12 +81,13 @@ def bare_loop(case: Case) -> float:
         case.channels_last,
         case.bf16,
     )
-    net = create_model(**case.net_kwargs)
+    cfg = model_config(case.model)
+    net = build(cfg.net, "model.net")
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     net.train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    loss_fn = CombinedLoss()
+    opt = instantiate(cfg.optimizer, params=net.parameters())
+    loss_fn = build(cfg.loss, "model.loss")
     data = _Batches(size, batch)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
@@ -121,13 +124,7 @@ def carseg_loop(case: Case) -> float:
     """Images/s of carseg's path: SegmentationModule (metrics, logging, scheduler) in a Lightning Trainer."""
     torch.manual_seed(0)
     channels_last, bf16, warmup, steps, batch = case.channels_last, case.bf16, case.warmup, case.steps, case.batch
-    module = SegmentationModule(
-        net={"_target_": "carseg.models.factory.create_model", **case.net_kwargs},
-        loss={"_target_": "carseg.models.losses.CombinedLoss"},
-        optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3, "weight_decay": 1e-4},
-        scheduler={"_target_": "carseg.models.schedules.warmup_cosine", "interval": "step"},
-        channels_last=channels_last,
-    )
+    module = build_module(case.model, [f"model.channels_last={str(channels_last).lower()}"])
     timer = _StepTimer(warmup)
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -147,35 +144,9 @@ def carseg_loop(case: Case) -> float:
     return timer.steps * batch / (timer.end - timer.start)
 
 
-def peak_rss_mb(command: list[str]) -> float:
-    """Peak resident memory (MB) of the process running `command` (its VmHWM, polled until it exits).
-
-    Not `getrusage(RUSAGE_CHILDREN)`: a child forked from a large benchmark process counts the parent's
-    pages until it execs."""
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    status, peak_kb = Path(f"/proc/{proc.pid}/status"), 0
-    while proc.poll() is None:
-        try:
-            for line in status.read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak_kb = max(peak_kb, int(line.split()[1]))
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.1)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed with exit code {proc.returncode}")
-    return peak_kb / 1024
-
-
 def loader_rows(data_dir: Path, sizes: dict[str, tuple[int, int]], rows: list[dict[str, Any]]) -> list[dict]:
     """Images/s of one loader worker (reduced decode, RLE masks) at each training size, and what a fast
     GPU would need: workers for 1,000 images/s."""
-    import math
-
-    from carseg.bench.data import loader_rate
-    from carseg.data.carvana import scan
-    from carseg.data.datamodule import CarvanaDataset
-
     records = scan(data_dir, "auto")[:48]
     out = []
     for model, size in sizes.items():
@@ -208,7 +179,7 @@ def run(
     for model in models:
         size = sizes[model]
         for setting, (channels_last, bf16) in SETTINGS.items():
-            case = Case(MODELS[model], size, batch, steps, warmup, channels_last, bf16)
+            case = Case(model, size, batch, steps, warmup, channels_last, bf16)
             bare = bare_loop(case)
             ours = carseg_loop(case)
             rows.append(
@@ -233,7 +204,8 @@ def run(
                 peak_rss_mb(
                     [
                         sys.executable,
-                        "train.py",
+                        "-m",
+                        "carseg.entrypoints.train",
                         "trainer.max_epochs=2",
                         "trainer.limit_train_batches=4",
                         "logger=csv",

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+from rich.progress import track
 
 from carseg.data.carvana import Record
 from carseg.data.io import image_size, read_image, read_mask, resize_pair
@@ -47,8 +48,6 @@ def build_cache(
     (tmp / "masks").mkdir()
     iterator: Iterable[Record] = records
     if progress:
-        from rich.progress import track
-
         iterator = track(records, description=f"caching {len(records)} pairs at {size[0]}x{size[1]}")
     for record in iterator:
         full = image_size(record.image)

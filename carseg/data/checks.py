@@ -6,8 +6,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
+from rich.progress import track
 
 from carseg.data.carvana import Record, read_rle_table
 from carseg.data.rle import rle_decode
@@ -104,15 +106,11 @@ def check_records(records: Iterable[Record]) -> list[Problem]:
 
 def check_dataset(data_dir: Path, records: Sequence[Record], progress: bool = True) -> tuple[int, list[Problem]]:
     """Full checks: headers, full decode of every file, and GIF vs run-length code where both exist."""
-    import cv2
-
     rles = read_rle_table(data_dir / "train_masks.csv") if (data_dir / "train_masks.csv").is_file() else {}
     problems = check_records(records)
     bad = {p.path for p in problems}
     iterator: Iterable[Record] = records
     if progress:
-        from rich.progress import track
-
         iterator = track(records, description=f"checking {len(records)} pairs", transient=True)
     compared = 0
     for record in iterator:

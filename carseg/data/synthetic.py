@@ -18,8 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
+from rich.progress import Progress
 
 from carseg.data.rle import rle_encode
+from carseg.errors import CarsegError
 
 NUM_ANGLES = 16
 SUPERSAMPLE = 2
@@ -397,8 +399,6 @@ def write_synthetic(out_dir: str | os.PathLike, spec: SynthSpec = SynthSpec(), p
     if is_complete(out, spec):
         return out
     if out.exists() and any(out.iterdir()):
-        from carseg.errors import CarsegError
-
         raise CarsegError(
             f"{out} exists but does not hold the synthetic set asked for ({asdict(spec)}); "
             "remove it or point datamodule.data_dir elsewhere"
@@ -411,8 +411,6 @@ def write_synthetic(out_dir: str | os.PathLike, spec: SynthSpec = SynthSpec(), p
     cars = car_ids(spec)
     task = None
     if progress:
-        from rich.progress import Progress
-
         bar = Progress(transient=True)
         bar.start()
         task = bar.add_task(f"synthesising {spec.num_cars} cars", total=len(cars) * NUM_ANGLES)

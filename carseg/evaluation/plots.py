@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from carseg.drawing import PREDICTION_COLOUR, TRUTH_COLOUR, overlay  # noqa: E402
 from carseg.errors import CarsegError  # noqa: E402
-from carseg.training.callbacks import overlay  # noqa: E402
 
 
 def epoch_table(metrics_csv: str | Path) -> pd.DataFrame:
@@ -63,7 +63,7 @@ def prediction_panels(
     columns = ["input", "true mask", "predicted mask", "on a new background"]
     fig, axes = plt.subplots(len(rows), 4, figsize=(13, 2.3 * len(rows) + 0.4), dpi=110, squeeze=False)
     for r, (name, image, truth, pred, comp) in enumerate(rows):
-        pictures = [image, overlay(image, truth, (0, 200, 0)), overlay(image, pred, (220, 0, 220)), comp]
+        pictures = [image, overlay(image, truth, TRUTH_COLOUR), overlay(image, pred, PREDICTION_COLOUR), comp]
         for c, picture in enumerate(pictures):
             ax = axes[r][c]
             ax.imshow(picture)

@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from carseg import runs
 from carseg.build import build
 from carseg.console import print_config_tree
 from carseg.data.carvana import Record, scan
 from carseg.data.io import read_image, read_mask
-from carseg.evaluation.checkpoints import find_best_checkpoint, run_dir_of
 from carseg.evaluation.metrics import image_metrics
 from carseg.evaluation.plots import plot_curves, prediction_panels
 from carseg.inference.background import composite, load_background
@@ -49,11 +49,11 @@ def _panel_rows(predictor: Predictor, records: list[Record], background: str, fe
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate at each image's own resolution; write metrics.json, per_image.csv, per_angle.csv,
     worst.csv and plots (curves of the training run, prediction panels) in the output directory."""
-    ckpt = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else find_best_checkpoint(cfg.paths.log_dir)
-    run_dir = run_dir_of(ckpt)
+    ckpt = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else runs.find_best_checkpoint(cfg.paths.log_dir)
+    run_dir = runs.run_dir_of(ckpt)
     if cfg.get("datamodule_from_run", True) and run_dir is not None and not cfg.get("eval_dir"):
         # Same data and split as in training, unless told otherwise.
-        cfg = OmegaConf.merge(cfg, {"datamodule": OmegaConf.load(run_dir / ".hydra" / "config.yaml").datamodule})
+        cfg = OmegaConf.merge(cfg, {"datamodule": runs.run_config(run_dir).datamodule})
     if cfg.get("print_config", True):
         print_config_tree(cfg, order=("ckpt_path", "eval_dir", "datamodule", "paths"))
     out = Path(cfg.paths.output_dir)
@@ -93,8 +93,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     pictures = []
-    if run_dir is not None and (run_dir / "csv" / "metrics.csv").is_file():
-        pictures += plot_curves(run_dir / "csv" / "metrics.csv", out)
+    if run_dir is not None and (run_dir / runs.METRICS_CSV).is_file():
+        pictures += plot_curves(run_dir / runs.METRICS_CSV, out)
     by_name = {r.image.name: r for r in records}
     step = max(1, len(records) // max(1, int(cfg.panels)))
     # different cars and, for Carvana's 16 angles per car, different angles

@@ -6,15 +6,17 @@ import json
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
 import torch.nn as nn
 
 from carseg.errors import CarsegError
-from carseg.evaluation.checkpoints import load_checkpoint
+from carseg.models.checkpoint import load_checkpoint
 
 
 class _Exportable(nn.Module):
-    """Float image in 0..255 (N, 3, H, W), H and W multiples of 32 → logits (N, 1, H, W)."""
+    """Float image in 0..255 (N, 3, H, W), its sides padded by the model's rule (`pad_multiple` in the
+    metadata) → logits (N, 1, H, W)."""
 
     def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
@@ -27,9 +29,7 @@ class _Exportable(nn.Module):
 
 
 def export_onnx(ckpt: str | Path, out: str | Path, opset: int = 17) -> Path:
-    """Write `out` (.onnx) from `ckpt`; the training size and threshold go into its metadata."""
-    import onnx
-
+    """Write `out` (.onnx) from `ckpt`; the training size, threshold and pad multiple go into its metadata."""
     module, trained_size = load_checkpoint(ckpt)
     model = _Exportable(module.net.to(memory_format=torch.contiguous_format), module.mean, module.std).eval()
     out = Path(out)
@@ -52,7 +52,11 @@ def export_onnx(ckpt: str | Path, out: str | Path, opset: int = 17) -> Path:
     except Exception as err:
         raise CarsegError(f"ONNX export of {ckpt} failed: {type(err).__name__}: {err}") from err
     proto = onnx.load(str(out))
-    meta = {"input_size": json.dumps(trained_size), "threshold": str(module.hparams.get("threshold", 0.5))}
+    meta = {
+        "input_size": json.dumps(trained_size),
+        "threshold": str(module.hparams.get("threshold", 0.5)),
+        "pad_multiple": str(module.pad_multiple),
+    }
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(out))

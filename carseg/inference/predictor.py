@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 
 from carseg.errors import CarsegError
+from carseg.hardware import inference_precision
 from carseg.inference.refine import refine_probabilities
-
-PAD = 32
+from carseg.models.checkpoint import load_checkpoint
+from carseg.models.module import threshold_logit
+from carseg.models.padding import DEFAULT_MULTIPLE, pad_to_multiple
 
 
 def _model_size(size: Sequence[int] | None, shape: tuple[int, int]) -> tuple[int, int] | None:
@@ -28,8 +32,8 @@ class Predictor:
     """Probabilities of "car" for images of any size, returned at each image's own resolution.
 
     Images are resized to the model's training size (`input_size`, read from the checkpoint) when it is
-    set, else run at native size (padded to a multiple of 32 where the architecture or ONNX needs it);
-    logits are upsampled back and un-padded.
+    set, else run at native size; either way padded by the model's padding rule (`carseg.models.padding`,
+    recorded in ONNX metadata) and cropped back; logits are upsampled back to each image's size.
     `tta` averages with the horizontally flipped image. `refine_radius` > 0 refines the upsampled
     probabilities along the photo's edges with a guided filter of that radius (pixels at full size).
     """
@@ -57,10 +61,9 @@ class Predictor:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.session = None
         self.module = None
+        self.pad_multiple = 1
         trained_size: Sequence[int] | None = None
         if ckpt is not None:
-            from carseg.evaluation.checkpoints import load_checkpoint
-
             module, trained_size = load_checkpoint(ckpt, map_location=str(self.device))
             self.module = module.eval()
             self.threshold = float(self.module.hparams.get("threshold", 0.5))
@@ -70,9 +73,9 @@ class Predictor:
             if compile:
                 self.module.net = torch.compile(self.module.net)
         else:
-            self.session, self.threshold, trained_size = _onnx_session(Path(onnx), threads)
+            self.session, self.threshold, trained_size, self.pad_multiple = _onnx_session(Path(onnx), threads)
         self.input_size = trained_size if input_size == "train" else input_size
-        self.precision = _resolve_precision(precision, self.device) if self.module is not None else "32"
+        self.precision = inference_precision(precision, self.device) if self.module is not None else "32"
 
     def _autocast(self) -> Any:
         if self.precision == "bf16":
@@ -87,8 +90,7 @@ class Predictor:
             with torch.inference_mode(), self._autocast():
                 return self.module(batch.to(self.device)).float().cpu()
         h, w = batch.shape[-2:]
-        ph, pw = (-h) % PAD, (-w) % PAD
-        x = F.pad(batch, (0, pw, 0, ph), mode="replicate") if ph or pw else batch
+        x = pad_to_multiple(batch, self.pad_multiple)
         out = self.session.run(None, {"image": x.numpy().astype(np.float32)})[0]
         return torch.from_numpy(out)[..., :h, :w]
 
@@ -118,7 +120,7 @@ class Predictor:
 
     def masks(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Binary masks (N, H, W) uint8 0/1."""
-        return (self.logits(images) > _logit(self.threshold)).numpy().astype(np.uint8)
+        return (self.logits(images) > threshold_logit(self.threshold)).numpy().astype(np.uint8)
 
     def batched(self, items: Iterable[tuple[Any, np.ndarray]], batch_size: int = 4) -> Iterator[tuple[Any, np.ndarray]]:
         """(key, image) pairs in → (key, mask) pairs out, batching consecutive images of the same size.
@@ -151,28 +153,9 @@ class Predictor:
             yield from flush()
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return float(np.log(p / (1 - p)))
-
-
-def _resolve_precision(precision: str, device: torch.device) -> str:
-    if precision != "auto":
-        if precision not in ("32", "bf16", "16"):
-            raise CarsegError(f"precision={precision!r}: use auto, 32, bf16 or 16")
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "16"
-    from carseg.training.devices import cpu_has_bf16
-
-    return "bf16" if cpu_has_bf16() else "32"
-
-
-def _onnx_session(path: Path, threads: int | None) -> tuple[Any, float, list[int] | None]:
-    import json
-
-    import onnxruntime as ort
-
+def _onnx_session(path: Path, threads: int | None) -> tuple[Any, float, list[int] | None, int]:
+    """The ONNX Runtime session and the model's metadata: threshold, training size, pad multiple (models
+    exported before the pad rule was recorded padded to 32)."""
     if not path.is_file():
         raise CarsegError(f"--onnx {path}: no such file")
     options = ort.SessionOptions()
@@ -184,4 +167,5 @@ def _onnx_session(path: Path, threads: int | None) -> tuple[Any, float, list[int
         raise CarsegError(f"{path}: not a loadable ONNX model ({err})") from err
     meta = session.get_modelmeta().custom_metadata_map
     size = json.loads(meta["input_size"]) if meta.get("input_size") else None
-    return session, float(meta.get("threshold", 0.5)), size
+    pad = int(meta.get("pad_multiple", DEFAULT_MULTIPLE))
+    return session, float(meta.get("threshold", 0.5)), size, pad

@@ -8,14 +8,21 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchmetrics import MaxMetric
 from torchmetrics.classification import BinaryF1Score, BinaryJaccardIndex
 
+from carseg.models.padding import DEFAULT_MULTIPLE, effective_multiple, pad_to_multiple
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def threshold_logit(threshold: float) -> float:
+    """The logit a probability threshold corresponds to (logit > it  <=>  probability > threshold)."""
+    p = min(max(float(threshold), 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
 
 
 def _config(value: Any) -> Any:
@@ -30,6 +37,9 @@ class SegmentationModule(pl.LightningModule):
     checkpoint's hyper-parameters so that `load_from_checkpoint(path)` needs nothing else.
     """
 
+    # what it logs, any of which can be the run's `optimized_metric`
+    LOGGED_METRICS = ("val/iou", "val/dice", "val/loss", "val/iou_best", "train/loss_epoch", "train/iou")
+
     def __init__(
         self,
         net: dict[str, Any],
@@ -41,7 +51,7 @@ class SegmentationModule(pl.LightningModule):
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
         threshold: float = 0.5,
-        pad_multiple: int = 32,
+        pad_multiple: int = DEFAULT_MULTIPLE,
         pad_always: bool = False,
     ):
         super().__init__()
@@ -53,29 +63,26 @@ class SegmentationModule(pl.LightningModule):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
         # Metrics get boolean predictions (logit > logit(threshold)): no sigmoid, no input validation per step.
-        self.logit_threshold = math.log(threshold / (1 - threshold))
+        self.logit_threshold = threshold_logit(threshold)
         self.train_iou = BinaryJaccardIndex(validate_args=False)
         self.val_iou = BinaryJaccardIndex(validate_args=False)
         self.val_dice = BinaryF1Score(validate_args=False)
         self.val_iou_best = MaxMetric()
-        self.test_iou = BinaryJaccardIndex(validate_args=False)
-        self.test_dice = BinaryF1Score(validate_args=False)
 
     def setup(self, stage: str) -> None:
         if self.hparams.compile and stage == "fit":
             self.net = torch.compile(self.net)
 
+    @property
+    def pad_multiple(self) -> int:
+        """The multiple this model pads its input's sides to (1: none); see `carseg.models.padding`."""
+        return effective_multiple(self.net, self.hparams.pad_multiple, self.hparams.get("pad_always", False))
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Normalise, pad to a multiple of `pad_multiple` where the architecture needs it (FPN, DeepLabV3+;
-        U-Net takes any size) or `pad_always` asks for it (1918 -> 1920), run the network, crop back."""
+        """Normalise, pad by the padding rule (`carseg.models.padding`), run the network, crop back."""
         x = (image.float() - self.mean) / self.std
         h, w = x.shape[-2:]
-        needs_pad = getattr(self.net, "requires_divisible_input_shape", True) or self.hparams.get("pad_always", False)
-        m = self.hparams.pad_multiple if needs_pad else 1
-        pad_h, pad_w = (-h) % m, (-w) % m
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        x = pad_to_multiple(x, self.pad_multiple)
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)[..., :h, :w]
@@ -116,15 +123,6 @@ class SegmentationModule(pl.LightningModule):
             return
         self.val_iou_best(self.val_iou.compute())
         self.log("val/iou_best", self.val_iou_best.compute(), prog_bar=False, sync_dist=True)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        loss, _, pred, target = self._step(batch)
-        self.test_iou.update(pred, target)
-        self.test_dice.update(pred, target)
-        n = target.shape[0]
-        self.log("test/loss", loss, on_epoch=True, sync_dist=True, batch_size=n)
-        self.log("test/iou", self.test_iou, on_epoch=True, batch_size=n)
-        self.log("test/dice", self.test_dice, on_epoch=True, batch_size=n)
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams.optimizer, params=[p for p in self.parameters() if p.requires_grad])

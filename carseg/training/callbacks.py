@@ -7,16 +7,12 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import wandb
+from PIL import Image
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-
-def overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-    """Tint the masked pixels of an RGB uint8 image."""
-    out = image.astype(np.float32)
-    m = mask.astype(bool)
-    out[m] = 0.55 * out[m] + 0.45 * np.array(colour, np.float32)
-    return out.astype(np.uint8)
+from carseg.drawing import PREDICTION_COLOUR, TRUTH_COLOUR, overlay
 
 
 class PredictionSamples(pl.Callback):
@@ -46,19 +42,15 @@ class PredictionSamples(pl.Callback):
         pred = outputs["probs"][:n, 0].float().cpu().numpy() > pl_module.hparams.get("threshold", 0.5)
         names = batch.get("name", [str(i) for i in range(n)])[:n]
         rows = [
-            np.hstack([img, overlay(img, t, (0, 200, 0)), overlay(img, p, (220, 0, 220))])
+            np.hstack([img, overlay(img, t, TRUTH_COLOUR), overlay(img, p, PREDICTION_COLOUR)])
             for img, t, p in zip(images, truth, pred, strict=True)
         ]
         panel = np.vstack(rows)
         out = Path(trainer.default_root_dir) / "samples" / f"epoch_{trainer.current_epoch:03d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        from PIL import Image
-
         Image.fromarray(panel).save(out)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                import wandb
-
                 labels = {0: "background", 1: "car"}
                 logger.experiment.log(
                     {

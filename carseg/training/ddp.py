@@ -14,16 +14,16 @@ from collections.abc import Iterator, Sequence
 
 import lightning_fabric.strategies.launchers.subprocess_script as fabric_launcher
 import pytorch_lightning.strategies.launchers.subprocess_script as pl_launcher
+import torch.distributed as dist
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import get_original_cwd, to_absolute_path
+
+import __main__
 
 
 def job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
     """The command and working directory that start rank `local_rank` of the current Hydra job."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from hydra.utils import get_original_cwd, to_absolute_path
-
-    import __main__
-
     hydra_cfg = HydraConfig.get()
     if __main__.__spec__ is None:
         command = [sys.executable, to_absolute_path(sys.argv[0])]
@@ -66,8 +66,6 @@ def isolated_job() -> Iterator[None]:
     try:
         yield
     finally:
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
         for key, value in saved.items():

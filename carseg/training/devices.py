@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from carseg.errors import CarsegError
+from carseg.hardware import training_precision
 
-
-@functools.cache
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has native bf16 units (AVX512-BF16 or AMX), which make bf16 autocast fast."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+GPUS_HELP = "give a number of GPUs (2), -1 for all, or a list of ids"
 
 
 def _gpu_count(gpus: Any) -> int:
@@ -30,11 +20,14 @@ def _gpu_count(gpus: Any) -> int:
         gpus = gpus.strip()
         if "," in gpus:
             return len([g for g in gpus.split(",") if g.strip()])
-        gpus = int(gpus)
+        try:
+            gpus = int(gpus)
+        except ValueError:
+            raise CarsegError(f"trainer.gpus={gpus!r}: {GPUS_HELP}") from None
     if gpus == -1:
         return torch.cuda.device_count()
     if not isinstance(gpus, int) or gpus < -1:
-        raise CarsegError(f"trainer.gpus={gpus!r}: give a number of GPUs (2), -1 for all, or a list of ids")
+        raise CarsegError(f"trainer.gpus={gpus!r}: {GPUS_HELP}")
     return gpus
 
 
@@ -62,13 +55,5 @@ def resolve_trainer_args(args: dict[str, Any]) -> dict[str, Any]:
             if wanted > 1 and args.get("strategy") in (None, "auto"):
                 args["strategy"] = "ddp"
     if args.get("precision", "auto") == "auto":
-        args["precision"] = auto_precision(args.get("accelerator", "auto"))
+        args["precision"] = training_precision(args.get("accelerator", "auto"))
     return args
-
-
-def auto_precision(accelerator: str) -> str:
-    """bf16-mixed where the hardware runs it natively (recent GPUs, bf16 CPUs), else 16-mixed or 32."""
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if on_gpu:
-        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_has_bf16() else "32-true"

@@ -1,27 +1,29 @@
-"""The training task: build everything from the composed config, fit, report `val/iou`."""
+"""The training task: build everything from the composed config, fit, report the monitored metric."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from carseg import runs
 from carseg.build import build
 from carseg.console import print_config_tree
 from carseg.errors import CarsegError
-from carseg.evaluation.checkpoints import run_dir_of
+from carseg.models.module import SegmentationModule
 from carseg.training import ddp
 from carseg.training.devices import resolve_trainer_args
 
-WANDB_ID_FILE = "wandb_run_id"
+MODES = ("max", "min")
 
 
 def _instantiate_group(group: DictConfig | None, name: str) -> list[Any]:
@@ -38,10 +40,7 @@ def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path) -> Path | None
     if not ckpt_path:
         return None
     if ckpt_path == "last":
-        found = list((Path(log_dir) / "train").glob("**/checkpoints/last.ckpt"))
-        if not found:
-            raise CarsegError(f"ckpt_path=last: no last.ckpt under {Path(log_dir) / 'train'}; nothing to resume")
-        return max(found, key=lambda p: p.stat().st_mtime)
+        return runs.find_last_checkpoint(log_dir)
     path = Path(ckpt_path)
     if not path.is_file():
         raise CarsegError(f"ckpt_path={ckpt_path}: no such file (use ckpt_path=last for the newest run)")
@@ -50,9 +49,6 @@ def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path) -> Path | None
 
 def _sweep_context() -> tuple[str, int] | None:
     """(sweep directory name, job number) inside a Hydra multirun, else None."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     hydra_cfg = HydraConfig.get()
@@ -70,16 +66,44 @@ def _configure_wandb(cfg: DictConfig, resume_from: Path | None) -> None:
             wandb_cfg.group = wandb_cfg.get("group") or sweep[0]
             wandb_cfg.name = wandb_cfg.get("name") or f"{sweep[0]}-job{sweep[1]}"
             wandb_cfg.tags = [*(wandb_cfg.get("tags") or []), "sweep"]
-        old_run = run_dir_of(resume_from) if resume_from is not None else None
-        if old_run is not None and (old_run / WANDB_ID_FILE).is_file():
-            wandb_cfg.id = (old_run / WANDB_ID_FILE).read_text().strip()
+        old_run = runs.run_dir_of(resume_from) if resume_from is not None else None
+        if old_run is not None and (old_run / runs.WANDB_ID).is_file():
+            wandb_cfg.id = (old_run / runs.WANDB_ID).read_text().strip()
             wandb_cfg.resume = "allow"
 
 
+def monitored(cfg: DictConfig) -> tuple[str, str]:
+    """(`optimized_metric`, `optimized_mode`): the one metric that checkpoints, early stopping, sweepers
+    and the sweep summary follow; checked against what the module logs."""
+    metric, mode = str(cfg.get("optimized_metric", "val/iou")), str(cfg.get("optimized_mode", "max"))
+    if mode not in MODES:
+        raise CarsegError(f"optimized_mode={mode!r}: use max (val/iou, val/dice) or min (val/loss)")
+    if metric not in SegmentationModule.LOGGED_METRICS:
+        raise CarsegError(
+            f"optimized_metric={metric!r} is not logged; choose one of {', '.join(SegmentationModule.LOGGED_METRICS)}"
+        )
+    return metric, mode
+
+
+def _check_callbacks(callbacks: list[Any], metric: str, mode: str) -> None:
+    """Checkpoints and early stopping follow the monitored metric: a config that says otherwise is an error."""
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint | EarlyStopping) and callback.monitor is not None:
+            key = "model_checkpoint" if isinstance(callback, ModelCheckpoint) else "early_stopping"
+            if callback.monitor != metric or callback.mode != mode:
+                raise CarsegError(
+                    f"callbacks.{key} monitors {callback.monitor} ({callback.mode}) but optimized_metric={metric} "
+                    f"(optimized_mode={mode}); leave callbacks.{key}.monitor and .mode at their defaults "
+                    "(${optimized_metric}, ${optimized_mode})"
+                )
+
+
 def _build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
+    metric, mode = monitored(cfg)
     datamodule = build(cfg.datamodule, "datamodule", _convert_="all")
     model = build(cfg.model, "model", _recursive_=False)
     callbacks = _instantiate_group(cfg.get("callbacks"), "callbacks")
+    _check_callbacks(callbacks, metric, mode)
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"), "logger")
     trainer_args = resolve_trainer_args(OmegaConf.to_container(cfg.trainer, resolve=True))
     trainer = build(trainer_args, "trainer", callbacks=callbacks, logger=loggers or False)
@@ -93,27 +117,40 @@ def _build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule,
 def _record_wandb_id(loggers: list[Logger], output_dir: Path) -> None:
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            (output_dir / WANDB_ID_FILE).write_text(logger.experiment.id)
+            (output_dir / runs.WANDB_ID).write_text(logger.experiment.id)
+
+
+def best_value(trainer: pl.Trainer, metric: str) -> float | None:
+    """The best value of `metric`: the checkpoint callback's score (it monitors `metric`), else the last
+    logged value when the run keeps no checkpoints; None when it was never logged."""
+    ckpt = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
+    if ckpt is not None and ckpt.monitor == metric and ckpt.best_model_score is not None:
+        return float(ckpt.best_model_score)
+    last = trainer.callback_metrics.get(metric)
+    return float(last) if last is not None else None
 
 
 @rank_zero_only
 def _report(trainer: pl.Trainer, cfg: DictConfig, seconds: float) -> dict[str, Any]:
+    metric, mode = monitored(cfg)
     ckpt = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
-    best = ckpt.best_model_score if ckpt is not None else None
-    last = trainer.callback_metrics.get("val/iou")
+    last = trainer.callback_metrics.get(metric)
+    last_iou = trainer.callback_metrics.get("val/iou")
     summary = {
-        "monitor": cfg.get("optimized_metric", "val/iou"),
-        "best": float(best) if best is not None else None,
-        "last_val_iou": float(last) if last is not None else None,
-        "best_checkpoint": ckpt.best_model_path if ckpt is not None else None,
+        "monitor": metric,
+        "mode": mode,
+        "best": best_value(trainer, metric),
+        "last": float(last) if last is not None else None,
+        "last_val_iou": float(last_iou) if last_iou is not None else None,
+        "best_checkpoint": (ckpt.best_model_path or None) if ckpt is not None else None,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "wall_seconds": round(seconds, 1),
         "output_dir": cfg.paths.output_dir,
     }
-    Path(cfg.paths.output_dir, "summary.json").write_text(json.dumps(summary, indent=2))
+    runs.write_summary(cfg.paths.output_dir, summary)
     print(
-        f"carseg: best {summary['monitor']} = {summary['best']:.4f}, last val/iou = {summary['last_val_iou']:.4f}, "
+        f"carseg: best {metric} = {summary['best']:.4f} ({mode}), last val/iou = {summary['last_val_iou']:.4f}, "
         f"{summary['epochs']} epochs in {seconds / 60:.1f} min\n"
         f"carseg: best checkpoint {summary['best_checkpoint']}\ncarseg: outputs in {summary['output_dir']}"
         if summary["best"] is not None and summary["last_val_iou"] is not None
@@ -126,7 +163,7 @@ def _report(trainer: pl.Trainer, cfg: DictConfig, seconds: float) -> dict[str, A
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Train as `cfg` says; return the best value of the monitored metric (for sweepers)."""
+    """Train as `cfg` says; return the best value of `optimized_metric` (what sweepers optimise)."""
     ddp.install()
     with ddp.isolated_job():
         return _train(cfg)
@@ -148,7 +185,7 @@ def _train(cfg: DictConfig) -> float | None:
             trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
         summary = _report(trainer, cfg, time.time() - start) or {}
     except SystemExit as stop:  # SIGTERM (Lightning raises SIGTERMException) or Ctrl-C
-        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        last = runs.last_checkpoint(cfg.paths.output_dir)
         hint = f"the same command with ckpt_path={last}" if last.is_file() else "no epoch had finished; start again"
         if rank_zero_only.rank == 0:
             print(

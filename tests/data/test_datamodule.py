@@ -91,3 +91,18 @@ def test_reads_real_carvana_files(sample_full):
     rle_item = CarvanaDataset(scan(sample_full, "rle")[:1], (320, 480))[0]
     assert torch.equal(item["mask"], rle_item["mask"])
     assert np.isfinite(item["image"].float().mean().item())
+
+
+def test_cache_dir_keeps_the_data_folder_untouched(tiny_root, tmp_path):
+    data = next(tiny_root.glob("synthetic_*"))
+    before = sorted(p.name for p in data.iterdir())
+    overrides = [*tiny_overrides(tiny_root, tmp_path), "datamodule.cache=true", f"datamodule.cache_dir={tmp_path}/c"]
+    dm: CarvanaDataModule = instantiate(compose_cfg("train", overrides, tmp_path / "run").datamodule)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert sorted(p.name for p in data.iterdir()) == before  # nothing written beside the photos
+    (cache,) = list((tmp_path / "c").iterdir())
+    assert cache.name == "cache_64x96" and len(list((cache / "images").iterdir())) == len(scan(data))
+    cached = dm.val_set[0]
+    plain = CarvanaDataset(dm.val_set.records, (64, 96))[0]
+    assert torch.equal(cached["mask"], plain["mask"]) and cached["image"].shape == plain["image"].shape

@@ -118,6 +118,7 @@ def test_bad_inputs_listed_in_one_error_or_skipped(tiny_copy):
     assert batch["image"].shape[1:] == (3, 64, 96)
 
 
+@pytest.mark.slow
 def test_data_check_reports_gif_rle_mismatch_by_file(tiny_copy):
     victim = sorted((tiny_copy / "train_masks").iterdir())[3]
     mask = np.asarray(Image.open(victim)).copy()
@@ -231,6 +232,7 @@ def test_download_without_credentials_says_what_to_do(tmp_path, monkeypatch):
         download(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_bench_data_smoke(tiny_data, tmp_path):
     import json
 

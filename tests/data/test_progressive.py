@@ -98,6 +98,7 @@ class _Sizes(pl.Callback):
         self.seen.setdefault(trainer.current_epoch, set()).add(tuple(batch["image"].shape[-2:]))
 
 
+@pytest.mark.slow
 def test_training_follows_the_schedule(tiny_root, tmp_path):
     overrides = [
         "datamodule.size_schedule=[{epoch:0,size:[32,48]},{epoch:1,size:[64,96]}]",

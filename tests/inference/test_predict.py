@@ -12,10 +12,10 @@ from carseg.cli import main as cli
 from carseg.data.carvana import read_rle_table
 from carseg.data.rle import rle_decode
 from carseg.errors import CarsegError
-from carseg.evaluation.checkpoints import load_checkpoint
 from carseg.inference.background import composite, cutout, load_background
 from carseg.inference.predictor import Predictor
 from carseg.inference.run import predict
+from carseg.models.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

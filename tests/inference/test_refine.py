@@ -32,6 +32,7 @@ def test_guided_filter_keeps_a_constant_and_follows_the_guide():
     assert np.allclose(guided_filter(guide, guide, 3, 1e-8), guide, atol=1e-2)
 
 
+@pytest.mark.slow
 def test_predictor_refinement(best_ckpt, tiny_data):
     from carseg.data.io import read_image
 

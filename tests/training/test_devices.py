@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from carseg import hardware
 from carseg.errors import CarsegError
-from carseg.training import devices
 from carseg.training.devices import resolve_trainer_args
 
 
@@ -33,8 +33,8 @@ def test_gpus_zero_means_cpu():
 
 def test_precision_auto_follows_cpu_bf16(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
     assert resolve_trainer_args({"precision": "auto", "accelerator": "cpu"})["precision"] == "bf16-mixed"
-    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
     assert resolve_trainer_args({"precision": "auto", "accelerator": "cpu"})["precision"] == "32-true"
     assert resolve_trainer_args({"precision": "32-true"})["precision"] == "32-true"

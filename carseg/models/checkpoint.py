@@ -1,8 +1,7 @@
-"""Finding and loading checkpoints of training runs."""
+"""Reading checkpoints: a SegmentationModule and the size it was trained at, with one clear error per problem."""
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -11,21 +10,10 @@ import torch
 
 from carseg.errors import CarsegError
 from carseg.models.module import SegmentationModule
+from carseg.runs import run_config, run_dir_of
 
-
-def find_best_checkpoint(log_dir: str | Path) -> Path:
-    """The best checkpoint of the newest training run under `log_dir` (runs and multirun jobs)."""
-    root = Path(log_dir) / "train"
-    candidates = []
-    for summary in root.glob("**/summary.json"):
-        best = json.loads(summary.read_text()).get("best_checkpoint")
-        if best and Path(best).is_file():
-            candidates.append(Path(best))
-    if not candidates:  # runs that were interrupted before they wrote a summary
-        candidates = [p for p in root.glob("**/checkpoints/*.ckpt") if p.name != "last.ckpt"]
-    if not candidates:
-        raise CarsegError(f"no checkpoint found under {root}: train first (`make train`) or pass ckpt_path=<file.ckpt>")
-    return max(candidates, key=lambda p: p.stat().st_mtime)
+# hyper-parameters every carseg checkpoint holds (SegmentationModule's constructor arguments)
+REQUIRED_HPARAMS = ("net", "loss", "optimizer")
 
 
 def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
@@ -45,12 +33,22 @@ def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     return ckpt
 
 
+def trained_size(ckpt: dict[str, Any], path: str | Path) -> list[int] | None:
+    """The (H, W) a checkpoint was trained at: the data module's hyper-parameters, else (older checkpoints)
+    the config of the run that wrote it; None when neither records it."""
+    size = (ckpt.get("datamodule_hyper_parameters") or {}).get("image_size")
+    run_dir = run_dir_of(path)
+    if size is None and run_dir is not None:
+        size = run_config(run_dir).get("datamodule", {}).get("image_size")
+    return [int(v) for v in size] if size is not None else None
+
+
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[SegmentationModule, list[int] | None]:
     """A SegmentationModule rebuilt from its checkpoint (architecture from the saved config), and the
-    (H, W) it was trained at (from the data module's hyper-parameters; None if not recorded)."""
+    (H, W) it was trained at (None if not recorded)."""
     ckpt = read_checkpoint(path, map_location)
     hparams = ckpt["hyper_parameters"]
-    if not {"net", "loss", "optimizer"} <= set(hparams):
+    if not set(REQUIRED_HPARAMS) <= set(hparams):
         raise CarsegError(f"{path}: a checkpoint of another model class, not of carseg's SegmentationModule")
     try:
         module = SegmentationModule(**hparams)
@@ -65,18 +63,4 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[Segmen
             f"{path}: its weights do not fit the architecture its config describes "
             f"({str(err).splitlines()[0][:200]}); was the file edited or written by another model?"
         ) from err
-    size = (ckpt.get("datamodule_hyper_parameters") or {}).get("image_size")
-    run_dir = run_dir_of(Path(path))
-    if size is None and run_dir is not None:  # checkpoints that predate the record: the run's config
-        from omegaconf import OmegaConf
-
-        size = OmegaConf.load(run_dir / ".hydra" / "config.yaml").get("datamodule", {}).get("image_size")
-    return module.to(map_location), ([int(v) for v in size] if size is not None else None)
-
-
-def run_dir_of(checkpoint: Path) -> Path | None:
-    """The training run directory holding `checkpoint` (it has `.hydra/config.yaml`), if any."""
-    for parent in checkpoint.resolve().parents:
-        if (parent / ".hydra" / "config.yaml").is_file():
-            return parent
-    return None
+    return module.to(map_location), trained_size(ckpt, path)

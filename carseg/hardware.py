@@ -1,0 +1,46 @@
+"""Hardware and precision: what this machine runs natively, and which precision training and inference use."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from carseg.errors import CarsegError
+
+INFERENCE_PRECISIONS = ("32", "bf16", "16")
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 units (AVX512-BF16 or AMX), which make bf16 autocast fast."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _bf16_where(on_gpu: bool) -> str:
+    """ "bf16" where the device runs it natively, else "16" on a GPU and "32" on a CPU."""
+    if on_gpu:
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16"
+    return "bf16" if cpu_has_bf16() else "32"
+
+
+def training_precision(accelerator: str) -> str:
+    """Lightning's precision for `precision: auto`: bf16-mixed where the hardware runs it natively
+    (recent GPUs, bf16 CPUs), else 16-mixed on a GPU and 32-true on a CPU."""
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return {"bf16": "bf16-mixed", "16": "16-mixed", "32": "32-true"}[_bf16_where(on_gpu)]
+
+
+def inference_precision(precision: str, device: torch.device) -> str:
+    """`auto`, 32, bf16 or 16 → the autocast precision of inference on `device` ("32", "bf16" or "16")."""
+    if precision == "auto":
+        return _bf16_where(device.type == "cuda")
+    if precision not in INFERENCE_PRECISIONS:
+        raise CarsegError(f"precision={precision!r}: use auto, 32, bf16 or 16")
+    return precision

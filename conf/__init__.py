@@ -1,0 +1,1 @@
+"""carseg's Hydra configs, installed as the `carseg.conf` package (see carseg/config.py)."""
