@@ -6,12 +6,20 @@ from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from carseg.errors import CarsegError
 
 
 def build(conf: Any, key: str, **kwargs: Any) -> Any:
     """Instantiate `conf` (found at config key `key`); a failure becomes one CarsegError naming the key."""
+    missing = sorted(OmegaConf.missing_keys(conf)) if isinstance(conf, DictConfig) else []
+    if missing:  # keys are full paths when `conf` is part of a composed config
+        names = [m if m.startswith(f"{key}.") else f"{key}.{m}" for m in missing]
+        raise CarsegError(
+            f"{', '.join(names)} not set (??? in the config): choose a concrete `{key}` config from its group "
+            f"({key}=<option>) or set them ({names[0]}=<value>)"
+        )
     try:
         return instantiate(conf, **kwargs)
     except Exception as err:

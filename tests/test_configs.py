@@ -1,5 +1,6 @@
 """Every model and trainer config composes and instantiates."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -54,9 +55,45 @@ def test_callback_and_logger_options(option, tmp_path: Path):
 
 def test_experiment_and_search_compose(tiny_root, tmp_path: Path):
     cfg = compose_cfg("train", ["experiment=example", *tiny_overrides(tiny_root, tmp_path)], tmp_path / "run")
-    assert cfg.model.net.arch == "FPN" and cfg.trainer.max_epochs == 20
-    cfg = compose_cfg("train", ["hparams_search=lr_sweep", f"paths.root_dir={tmp_path}"], tmp_path / "run")
-    assert cfg.model.optimizer.lr > 0
+    assert (cfg.model.net.arch, cfg.model.net.encoder_name) == ("FPN", "resnet34")
+    assert (cfg.trainer.max_epochs, cfg.seed, cfg.model.optimizer.lr, cfg.datamodule.batch_size) == (20, 7, 5e-4, 8)
+    cfg = compose_cfg("train", ["hparams_search=lr_sweep", f"paths.root_dir={tmp_path}"], None, keep_hydra=True)
+    assert cfg.hydra.mode.name == "MULTIRUN"  # a sweep by itself, without -m
+    params = cfg.hydra.sweeper.params
+    assert params["model.optimizer.lr"] == "3.0e-4,1.0e-3,3.0e-3" and params["model.optimizer.weight_decay"]
+
+
+def test_default_recipe_values(tmp_path: Path):
+    cfg = compose_cfg("train", [f"paths.root_dir={tmp_path}"], tmp_path / "run")
+    assert (cfg.model.net.arch, cfg.model.net.encoder_name, cfg.model.net.encoder_weights) == ("Unet", "resnet18", None)
+    assert list(cfg.model.net.decoder_channels) == [128, 64, 32, 16, 16] and cfg.model.optimizer.lr == 2e-3
+    assert list(cfg.datamodule.image_size) == [160, 240] and cfg.datamodule.synthetic.num_cars == 48
+    assert (cfg.optimized_metric, cfg.optimized_mode) == ("val/iou", "max")
+    assert (cfg.callbacks.model_checkpoint.monitor, cfg.callbacks.model_checkpoint.mode) == ("val/iou", "max")
+    assert cfg.trainer.max_epochs == 12 and cfg.trainer.precision == "auto"
+    for model in ("unet_resnet34", "fpn_resnet34"):  # the light model's learning rate stays its own
+        assert compose_cfg("train", [f"model={model}", f"paths.root_dir={tmp_path}"]).model.optimizer.lr == 1e-3
+
+
+def test_the_shared_model_base_is_not_a_model(tmp_path: Path):
+    from carseg.build import build
+    from carseg.errors import CarsegError
+
+    cfg = compose_cfg("train", ["model=_segmentation", f"paths.root_dir={tmp_path}"], tmp_path / "run")
+    with pytest.raises(CarsegError, match=r"model.net.arch, model.net.encoder_name not set"):
+        build(cfg.model, "model", _recursive_=False)
+
+
+def test_the_validation_cars_are_written_once():
+    experiments = (CONF / "experiment").glob("carvana_*.yaml")
+    car_id = re.compile(r"\b[0-9a-f]{12}\b")
+    texts = [p.read_text() for p in experiments]
+    assert texts and not any(car_id.search(t) for t in texts)
+    listed = car_id.findall((CONF / "datamodule" / "val_cars" / "sample_full.yaml").read_text())
+    assert len(listed) == len(set(listed)) == 8
+    for experiment in ("carvana_cpu", "carvana_gpu"):
+        cfg = compose_cfg("train", [f"experiment={experiment}", "paths.root_dir=/tmp/x"])
+        assert list(cfg.datamodule.val_cars) == listed
 
 
 def test_evaluate_config_composes(tmp_path: Path):
@@ -104,3 +141,46 @@ def test_carvana_gpu_experiment_pads_full_resolution(tmp_path: Path):
     with torch.no_grad():
         out = module(torch.zeros(1, 3, 64, 94, dtype=torch.uint8))
     assert seen == [(64, 96)] and out.shape == (1, 1, 64, 94)  # padded to a multiple of 32, cropped back
+
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_trains_a_step(experiment, tiny_root, tmp_path: Path):
+    """Each experiment, as written (model, loss, optimiser, schedule, precision, schedules of sizes), runs one
+    training step; only data, sizes, devices and weights are pointed at what this machine has."""
+    from omegaconf import OmegaConf
+
+    from carseg import runs
+    from carseg.training.run import train
+
+    overrides = [
+        f"experiment={experiment}",
+        *(o for o in tiny_overrides(tiny_root, tmp_path) if not o.startswith("datamodule.synthetic")),
+        "datamodule.val_cars=null",
+        "datamodule.cache_dir=null",
+        "datamodule.num_workers=0",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+        "model.net.encoder_weights=null",
+        "model.compile=false",
+        "logger=csv",
+    ]
+    composed = compose_cfg("train", overrides, tmp_path / "run")
+    if composed.datamodule.synthetic is None:  # real Carvana files: the tiny set stands in for them
+        overrides.append(f"datamodule.data_dir={next(tiny_root.glob('synthetic_*'))}")
+    else:
+        overrides += [o for o in tiny_overrides(tiny_root, tmp_path) if o.startswith("datamodule.synthetic")]
+    if composed.datamodule.size_schedule:  # keep the schedule's shape, at the tiny set's scale
+        overrides.append("datamodule.size_schedule=[{epoch:0,size:[32,48]},{epoch:1,size:[64,96]}]")
+    cfg = compose_cfg("train", overrides, tmp_path / "run")
+    expected = OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml")
+    assert cfg.model.optimizer.lr == expected.get("model", {}).get("optimizer", {}).get("lr", cfg.model.optimizer.lr)
+    train(cfg)
+    summary = runs.read_summary(tmp_path / "run")
+    assert summary["global_step"] == 1 and summary["best"] is not None

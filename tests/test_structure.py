@@ -47,22 +47,36 @@ def test_no_carseg_import_hides_inside_a_function():
     assert found == []
 
 
-def test_the_readme_layout_matches_the_tree():
+def _layout_sections() -> dict[str, str]:
+    """The README's Layout section as {"carseg/<package>/" or "carseg/<module>.py": the text that describes it}."""
     readme = (ROOT / "README.md").read_text()
     layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
-    listed_dirs = re.findall(r"^(carseg/[a-z_]+/)", layout, re.M)
+    sections: dict[str, str] = {}
+    current = None
+    for line in layout.splitlines():
+        named = re.match(r"^(?:top|base)?\s*(carseg/[a-z_]+(?:/|\.py))", line)  # a line that starts an entry
+        if named:
+            current = named.group(1)
+            sections[current] = line[named.end() :]
+        elif current is not None:
+            sections[current] += " " + line
+    return sections
+
+
+def test_the_readme_layout_matches_the_tree():
+    sections = _layout_sections()
     for path in PACKAGE.rglob("*.py"):
-        rel = path.relative_to(ROOT)
         if path.name == "__init__.py":
             continue
-        if path.parent == PACKAGE:
-            assert f"carseg/{path.name}" in layout, f"{rel} is missing from the README's Layout section"
-        else:
-            assert f"carseg/{path.parent.name}/" in listed_dirs, f"{rel.parent} is missing from the Layout section"
-            section = layout.split(f"carseg/{path.parent.name}/", 1)[1].split("\ncarseg/", 1)[0]
-            assert path.name in section, f"{rel} is missing from the README's Layout section"
-    for name in re.findall(r"\b([a-z_]+\.py)\b", layout):
-        assert any(p.name == name for p in ROOT.glob("**/*.py") if ".venv" not in p.parts), f"{name} does not exist"
+        key = f"carseg/{path.name}" if path.parent == PACKAGE else f"carseg/{path.parent.name}/"
+        assert key in sections, f"{key} is missing from the README's Layout section"
+        if path.parent != PACKAGE:
+            assert path.name in sections[key], f"{path.relative_to(ROOT)} is missing from the README's Layout section"
+    for key, text in sections.items():
+        assert (ROOT / key).exists(), f"the README's Layout section names {key}, which does not exist"
+        folder = ROOT / key if key.endswith("/") else None
+        for name in re.findall(r"\b([a-z_]+\.py)\b", text) if folder else []:
+            assert (folder / name).is_file(), f"the README's Layout section names {key}{name}, which does not exist"
 
 
 def test_a_quick_test_may_not_train_or_spawn():

@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from carseg.runs import run_config
 from tests.helpers import run_script, tiny_overrides, wandb_history
 
 pytestmark = pytest.mark.slow
@@ -77,8 +78,13 @@ def test_multirun_two_jobs(tiny_root, tmp_path):
         runs.append(wandb_run.name.rsplit("-", 1)[-1])
         assert len(wandb_history(wandb_run, "val/iou")) == 1
     assert len(set(runs)) == 2
-    lrs = {json.loads((j / "summary.json").read_text())["output_dir"] for j in jobs}
-    assert len(lrs) == 2
+    # the learning rates that ran: the peak of the logged schedule (LearningRateMonitor) of each job
+    ran = {}
+    for job in jobs:
+        logged = pd.read_csv(job / "csv" / "metrics.csv")["lr-AdamW"].dropna()
+        ran[float(run_config(job).model.optimizer.lr)] = float(logged.max())
+    assert set(ran) == {1e-3, 3e-4}
+    assert all(peak == pytest.approx(lr, rel=1e-6) for lr, peak in ran.items())
 
 
 @pytest.mark.parametrize(
