@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SHARED_CARVANA = ROOT.parent / "shared" / "carvana"
 TINY = {"num_cars": 6, "width": 144, "height": 96, "seed": 1}
+TINY_PAIRS = TINY["num_cars"] * 16  # photos in the tiny set: 16 angles per car, as in Carvana
 
 
 def tiny_overrides(data_root: Path, out: Path) -> list[str]:

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from tests.helpers import TINY_PAIRS
+
 pytestmark = pytest.mark.slow
 
 
@@ -41,7 +43,7 @@ def test_bench_recipe_scores_a_finished_run(trained, tiny_data, tmp_path):
     result = json.loads(out.read_text())
     evals = result["evaluations"]
     assert [(e["tta_flip"], e["refine_radius"]) for e in evals] == [(False, 0), (True, 0)]
-    assert all(0.5 < e["mean_iou"] <= e["mean_dice"] <= 1 and e["images"] == 96 for e in evals)
+    assert all(0.5 < e["mean_iou"] <= e["mean_dice"] <= 1 and e["images"] == TINY_PAIRS for e in evals)
     assert result["best_val_iou_at_training_size"] == pytest.approx(trained[1])
     assert result["train_minutes"] > 0 and result["command"].startswith("python train.py")
     for name in ("loss_curve.png", "iou_curve.png", "panels.png"):

@@ -123,7 +123,9 @@ def test_carvana_cpu_experiment_holds_out_the_sample_full_cars(tmp_path: Path):
     val_cars = {r.car_id for r in dm.val_set.records}
     assert val_cars == {r.car_id for r in scan(SHARED_CARVANA / "sample_full")}
     assert val_cars.isdisjoint({r.car_id for r in dm.train_set.records})
-    assert len(dm.val_set) == 128 and len(dm.train_set) == 4320 - 128
+    everything = scan(SHARED_CARVANA / "train_480x320")
+    assert len(dm.val_set) == len(scan(SHARED_CARVANA / "sample_full"))
+    assert len(dm.train_set) == len(everything) - len(dm.val_set)
 
 
 def test_carvana_gpu_experiment_pads_full_resolution(tmp_path: Path):

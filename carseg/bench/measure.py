@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from carseg.build import build
 from carseg.config import model_config
+from carseg.models.checkpoint import save_checkpoint
 from carseg.models.module import SegmentationModule
 
 
@@ -23,9 +24,7 @@ def build_module(model: str, overrides: Sequence[str] = ()) -> SegmentationModul
 def random_checkpoint(path: Path, model: str = "unet_resnet34") -> Path:
     """A checkpoint of an untrained `model=<model>` (for speed figures when no trained one is given)."""
     torch.manual_seed(0)
-    module = build_module(model)
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
-    return path
+    return save_checkpoint(build_module(model), path)
 
 
 def loader_rate(dataset: Dataset, workers: int, batch_size: int = 8) -> float:

@@ -1,4 +1,5 @@
-"""Reading checkpoints: a SegmentationModule and the size it was trained at, with one clear error per problem."""
+"""Checkpoints: reading one back as a SegmentationModule and the size it was trained at (one clear error per
+problem), and writing one outside a Trainer run (training writes its own through Lightning's ModelCheckpoint)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,18 @@ from carseg.runs import run_config, run_dir_of
 
 # hyper-parameters every carseg checkpoint holds (SegmentationModule's constructor arguments)
 REQUIRED_HPARAMS = ("net", "loss", "optimizer")
+
+
+def save_checkpoint(module: SegmentationModule, path: str | Path, image_size: list[int] | None = None) -> Path:
+    """Write `module` as a checkpoint that `load_checkpoint` reads, as Lightning writes it (weights, the
+    module's hyper-parameters and, when given, the (H, W) it was trained at)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt: dict[str, Any] = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    if image_size is not None:
+        ckpt["datamodule_hyper_parameters"] = {"image_size": [int(v) for v in image_size]}
+    torch.save(ckpt, path)
+    return path
 
 
 def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:

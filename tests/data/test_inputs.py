@@ -18,6 +18,7 @@ from carseg.data.checks import check_dataset, check_records
 from carseg.data.datamodule import CarvanaDataModule, CarvanaDataset
 from carseg.data.io import read_image
 from carseg.errors import CarsegError
+from tests.helpers import TINY_PAIRS
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def test_kaggle_zips_are_extracted_once(tiny_data, tmp_path):
     dm.prepare_data()
     assert (kaggle / "train").stat().st_mtime_ns == stamp
     dm.setup("fit")
-    assert len(dm.train_set) + len(dm.val_set) == 96
+    assert len(dm.train_set) + len(dm.val_set) == TINY_PAIRS
     assert not list(kaggle.glob(".extract-*"))
 
 
@@ -113,7 +114,7 @@ def test_bad_inputs_listed_in_one_error_or_skipped(tiny_copy):
         dm.setup("fit")
     assert any(f"skipping {len(flagged)} bad input file(s)" in str(w.message) for w in caught)
     used = {r.image for r in dm.train_set.records + dm.val_set.records}
-    assert used.isdisjoint(flagged) and len(used) == 96 - len(bad)
+    assert used.isdisjoint(flagged) and len(used) == TINY_PAIRS - len(bad)
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape[1:] == (3, 64, 96)
 
@@ -127,7 +128,7 @@ def test_data_check_reports_gif_rle_mismatch_by_file(tiny_copy):
     gif.putpalette([0, 0, 0, 255, 255, 255])
     gif.save(victim)
     compared, problems = check_dataset(tiny_copy, scan(tiny_copy), progress=False)
-    assert compared == 96
+    assert compared == TINY_PAIRS
     assert [str(p.path) for p in problems] == [str(victim)] and "25 pixels" in problems[0].reason
     result = subprocess.run(
         [sys.executable, "-m", "carseg.cli", "data", "check", str(tiny_copy), "--quiet"], capture_output=True, text=True
@@ -137,7 +138,7 @@ def test_data_check_reports_gif_rle_mismatch_by_file(tiny_copy):
 
 def test_data_check_passes_on_synthetic(tiny_data):
     compared, problems = check_dataset(tiny_data, scan(tiny_data), progress=False)
-    assert compared == 96 and problems == []
+    assert compared == TINY_PAIRS and problems == []
 
 
 @pytest.mark.parametrize("folder", ["sample_full", "train_480x320"])
@@ -202,7 +203,7 @@ def test_cache_command(tiny_copy):
     from carseg.cli import main
 
     main(["data", "cache", str(tiny_copy), "--size", "32", "48"])
-    assert len(list((tiny_copy / "cache_32x48" / "images").glob("*.npy"))) == 96
+    assert len(list((tiny_copy / "cache_32x48" / "images").glob("*.npy"))) == TINY_PAIRS
 
 
 def test_reduced_decode_matches_full_decode(tiny_data, tmp_path):

@@ -5,6 +5,7 @@ import shutil
 
 from omegaconf import OmegaConf
 
+from carseg.data.carvana import scan, split_by_car
 from carseg.evaluation.run import evaluate
 from tests.helpers import ROOT, compose_cfg, tiny_overrides
 
@@ -33,6 +34,8 @@ def test_datamodule_from_run_or_from_the_config(tiny_root, tmp_path):
         "worst_k=1",
     ]
     from_run = evaluate(compose_cfg("evaluate", common, tmp_path / "e1"))
-    assert from_run["images"] == 16 and from_run["input_size"] == [64, 96]
+    split = split_by_car(scan(next(tiny_root.glob("synthetic_*"))), 0.17, 42)[1]
+    assert from_run["images"] == len(split) and from_run["input_size"] == [64, 96]
     from_config = evaluate(compose_cfg("evaluate", [*common, "datamodule_from_run=false"], tmp_path / "e2"))
-    assert from_config["images"] == 48
+    assert from_config["images"] == len(split_by_car(scan(next(tiny_root.glob("synthetic_*"))), 0.5, 42)[1])
+    assert from_config["images"] > from_run["images"]

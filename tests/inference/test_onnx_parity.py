@@ -9,6 +9,7 @@ from carseg.bench.measure import build_module
 from carseg.data.io import read_image
 from carseg.inference.export import export_onnx
 from carseg.inference.predictor import Predictor
+from carseg.models.checkpoint import save_checkpoint
 from tests.helpers import CONF
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if not p.stem.startswith("_"))
@@ -19,15 +20,7 @@ TRAINED_AT = [80, 120]  # 120 = 3.75 x 32: U-Net runs it as it is, the others pa
 def test_onnx_matches_the_checkpoint(model, tiny_data, tmp_path):
     torch.manual_seed(0)
     module = build_module(model)
-    ckpt = tmp_path / f"{model}.ckpt"
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            "datamodule_hyper_parameters": {"image_size": TRAINED_AT},
-        },
-        ckpt,
-    )
+    ckpt = save_checkpoint(module, tmp_path / f"{model}.ckpt", image_size=TRAINED_AT)
     onnx_path = export_onnx(ckpt, tmp_path / f"{model}.onnx")
     images = [read_image(p) for p in sorted((tiny_data / "train").glob("*.jpg"))[:2]]
     torch_path = Predictor(ckpt=ckpt, precision="32")

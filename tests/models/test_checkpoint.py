@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from carseg.errors import CarsegError
-from carseg.models.checkpoint import load_checkpoint, read_checkpoint
+from carseg.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from tests.helpers import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -46,3 +46,14 @@ def test_bad_files_are_named(tmp_path, legacy_ckpt):
     torch.save(ckpt, tmp_path / "foreign.ckpt")
     with pytest.raises(CarsegError, match="another model class"):
         load_checkpoint(tmp_path / "foreign.ckpt")
+
+
+def test_save_then_load_round_trip(legacy_ckpt, tmp_path):
+    module, _ = load_checkpoint(legacy_ckpt)
+    again, size = load_checkpoint(save_checkpoint(module, tmp_path / "again.ckpt", image_size=[80, 120]))
+    assert size == [80, 120]
+    x = torch.randint(0, 255, (1, 3, 50, 70), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(module.eval()(x), again.eval()(x))
+    _, unknown = load_checkpoint(save_checkpoint(module, tmp_path / "plain.ckpt"))
+    assert unknown is None  # no record and no run folder around it
