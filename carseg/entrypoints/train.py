@@ -2,11 +2,17 @@
 `python -m carseg.entrypoints.train ...`)."""
 
 import hydra
+from hydra.core.plugins import Plugins
 from omegaconf import DictConfig
 
 from carseg.config import CONFIG_PATH, VERSION_BASE
 from carseg.errors import exit_on_user_error
 from carseg.training.run import train
+from hydra_plugins.carseg_optuna_sweeper.resumable_optuna_sweeper import ResumableOptunaSweeper
+
+# Hydra finds plugins by listing the hydra_plugins folders; an editable install of carseg hides its folder
+# from that listing, so carseg's sweeper (hparams_search=optuna) is registered here by name as well.
+Plugins.instance().register(ResumableOptunaSweeper)
 
 
 @hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="train")

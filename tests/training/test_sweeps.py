@@ -74,8 +74,8 @@ def test_optuna_sweep(tiny_root, tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    (sweep,) = list((tmp_path / "logs" / "train" / "multiruns").iterdir())
-    assert len(_jobs(sweep)) == 2
+    sweep = tmp_path / "logs" / "train" / "optuna" / "carseg"  # named by the study, so that it can continue
+    assert len(_jobs(sweep)) == 2 and (sweep / "optuna.db").is_file()
     results = (sweep / "optimization_results.yaml").read_text()
     assert "best_params" in results and "best_value" in results
     summary = pd.read_csv(sweep / "sweep_summary.csv")
@@ -174,3 +174,93 @@ def test_ckpt_path_last_is_the_newest_runs_last_checkpoint(tmp_path):
     assert resolve_ckpt_path(str(old), tmp_path) == old
     with pytest.raises(CarsegError, match="no such file"):
         resolve_ckpt_path(str(tmp_path / "nope.ckpt"), tmp_path)
+
+
+def test_last_checkpoint_every_epoch_and_at_the_stop(tiny_root, tmp_path):
+    """The best checkpoint stays at epoch 0 (optimized_mode=min on a rising val/iou); last.ckpt still follows
+    every epoch, and SIGTERM in epoch 3 saves the state at the stop, from which the run resumes."""
+    import torch
+
+    steps = 8  # 4 training cars x 16 photos / batch 8
+    base = [
+        *tiny_overrides(tiny_root, tmp_path),
+        "trainer.max_epochs=5",
+        "datamodule.image_size=[96,144]",
+        "optimized_mode=min",
+        "logger=csv",
+    ]
+    run = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *base, f"hydra.run.dir={run}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not (run / "samples" / "epoch_002.png").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    seen = (run / "samples" / "epoch_002.png").stat().st_mtime
+    while not (last.is_file() and last.stat().st_mtime >= seen) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # epoch 2 ended: its last.ckpt is being written
+    time.sleep(1.5)  # into epoch 3
+    (best,) = list((run / "checkpoints").glob("epoch_*.ckpt"))
+    best_bytes = best.read_bytes()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "training interrupted" in err, err[-2000:]
+    assert best.name.startswith("epoch_000-") and best.read_bytes() == best_bytes  # the best is untouched
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == sorted([best.name, "last.ckpt"])
+    stopped_at = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert 3 * steps <= stopped_at < 4 * steps  # in epoch 3: no finished epoch is lost
+
+    resumed = tmp_path / "resumed"
+    result = run_script("train.py", [*base, f"ckpt_path={last}", f"hydra.run.dir={resumed}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((resumed / "summary.json").read_text())["global_step"] == 5 * steps
+
+
+def test_an_interrupted_optuna_study_continues(tiny_root, tmp_path):
+    import optuna
+
+    overrides = [o for o in tiny_overrides(tiny_root, tmp_path) if not o.startswith("paths.root_dir")]
+    command = [
+        *overrides,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_epochs=4",
+        "trainer.limit_train_batches=2",
+        "logger=csv",
+    ]
+    sweep = tmp_path / "logs" / "train" / "optuna" / "carseg"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *command],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while not (sweep / "1" / "checkpoints" / "last.ckpt").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # trial 0 has finished, trial 1 is training
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0, err[-2000:]
+    first = (sweep / "0" / "summary.json").read_bytes()
+    assert not (sweep / "1" / "summary.json").exists()
+
+    result = run_script("train.py", command, cwd=tmp_path)  # the same command again
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "continuing Optuna study 'carseg'" in result.stdout and "1 interrupted trial(s)" in result.stdout
+    study = optuna.load_study(study_name="carseg", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE"]  # exactly n_trials finished; the interrupted one failed
+    assert [j.name for j in _jobs(sweep)] == ["0", "1", "2"] and (sweep / "0" / "summary.json").read_bytes() == first
+    bests = [json.loads((sweep / j / "summary.json").read_text())["best"] for j in ("0", "2")]
+    assert study.best_value == pytest.approx(max(bests))
+    assert "best_value" in (sweep / "optimization_results.yaml").read_text()
