@@ -85,9 +85,10 @@ def parse_input_size(values: Sequence[str]) -> InputSize:
 def _predict(args: argparse.Namespace) -> None:
     from carseg.inference.predictor import Predictor
     from carseg.inference.run import predict
+    from carseg.runs import checkpoints_in
 
     predictor = Predictor(
-        ckpt=args.ckpt,
+        ckpt=checkpoints_in(args.ckpt) if args.ckpt else None,
         onnx=args.onnx,
         input_size=parse_input_size(args.input_size),
         tta=args.tta,
@@ -170,7 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     pred = commands.add_parser("predict", help="masks, cut-outs and composites (or a Kaggle submission) for photos")
     pred.add_argument("inputs", nargs="+", help="JPEG/PNG files or folders of them")
     source = pred.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt", help="a checkpoint written by train.py")
+    source.add_argument(
+        "--ckpt",
+        nargs="+",
+        help="checkpoint(s) written by train.py, a run folder (its best), or a cross-validation folder (its "
+        "folds); several predict as an ensemble",
+    )
     source.add_argument("--onnx", help="a model written by `carseg export`")
     pred.add_argument("--out", help="folder for <name>_mask.png, <name>_cutout.png (and _composite.jpg)")
     pred.add_argument("--background", help="composite over this colour (white, #1e90ff) or image file")

@@ -7,7 +7,8 @@ A run directory (Hydra's output directory of one job) holds:
     checkpoints/            the best checkpoint(s) and last.ckpt
     csv/metrics.csv         the logged metrics           wandb_run_id            the W&B run to resume
 
-Training runs live under `<log_dir>/train/` (`runs/<time>/` and `multiruns/<time>/<job>/`).
+Training runs live under `<log_dir>/train/` (`runs/<time>/` and `multiruns/<time>/<job>/`). A multirun's
+folder also holds `sweep_summary.csv` and, for a cross-validation by car, `cv_summary.json` / `.csv`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 METRICS_CSV = Path("csv") / "metrics.csv"
 WANDB_ID = "wandb_run_id"
+SWEEP_SUMMARY = "sweep_summary.csv"
+CV_SUMMARY = "cv_summary.json"
+CV_SUMMARY_CSV = "cv_summary.csv"
 TRAIN_TASK = "train"
 
 
@@ -97,3 +101,28 @@ def find_last_checkpoint(log_dir: str | Path) -> Path:
     if not found:
         raise CarsegError(f"ckpt_path=last: no {LAST_CHECKPOINT} under {root}; nothing to resume")
     return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def fold_checkpoints(sweep_dir: str | Path) -> list[Path]:
+    """The best checkpoint of every finished fold of a cross-validation sweep (from its `cv_summary.json`)."""
+    summary = json.loads((Path(sweep_dir) / CV_SUMMARY).read_text())
+    return [Path(f["best_checkpoint"]) for f in summary["folds"] if f["best_checkpoint"]]
+
+
+def checkpoints_in(paths: list[str | Path]) -> list[Path]:
+    """Checkpoint files as a user names them: a `.ckpt` file, a run folder (its best checkpoint) or a
+    cross-validation sweep folder (the best checkpoint of each fold)."""
+    found: list[Path] = []
+    for item in map(Path, paths):
+        if item.is_file():
+            found.append(item)
+        elif (item / CV_SUMMARY).is_file():
+            found += fold_checkpoints(item)
+        elif (read_summary(item) or {}).get("best_checkpoint"):
+            found.append(Path(read_summary(item)["best_checkpoint"]))  # type: ignore[index]
+        else:
+            raise CarsegError(
+                f"--ckpt {item}: neither a checkpoint file, nor a finished run folder (summary.json), nor a "
+                f"cross-validation folder ({CV_SUMMARY})"
+            )
+    return found

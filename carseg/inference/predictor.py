@@ -17,7 +17,7 @@ from carseg.errors import CarsegError
 from carseg.hardware import inference_precision
 from carseg.inference.refine import refine_probabilities
 from carseg.models.checkpoint import load_checkpoint
-from carseg.models.module import threshold_logit
+from carseg.models.module import SegmentationModule, threshold_logit
 from carseg.models.padding import DEFAULT_MULTIPLE, pad_to_multiple
 
 
@@ -36,11 +36,13 @@ class Predictor:
     recorded in ONNX metadata) and cropped back; logits are upsampled back to each image's size.
     `tta` averages with the horizontally flipped image. `refine_radius` > 0 refines the upsampled
     probabilities along the photo's edges with a guided filter of that radius (pixels at full size).
+    Several checkpoints (`ckpt` a list, e.g. the folds of a cross-validation) predict as an ensemble: their
+    full-resolution logits are averaged, each model seeing the images at its own training size.
     """
 
     def __init__(
         self,
-        ckpt: str | Path | None = None,
+        ckpt: str | Path | Sequence[str | Path] | None = None,
         onnx: str | Path | None = None,
         input_size: Sequence[int] | str | None = "train",
         tta: bool = False,
@@ -60,21 +62,32 @@ class Predictor:
         self.tta = tta
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.session = None
-        self.module = None
+        self.module: SegmentationModule | None = None
         self.pad_multiple = 1
-        trained_size: Sequence[int] | None = None
+        # (model, the size it sees images at): one per checkpoint, or (None, size) for the ONNX model
+        self.members: list[tuple[SegmentationModule | None, Sequence[int] | None]] = []
         if ckpt is not None:
-            module, trained_size = load_checkpoint(ckpt, map_location=str(self.device))
-            self.module = module.eval()
-            self.threshold = float(self.module.hparams.get("threshold", 0.5))
-            if channels_last:
-                self.module.net.to(memory_format=torch.channels_last)
-            self.module.hparams.channels_last = channels_last
-            if compile:
-                self.module.net = torch.compile(self.module.net)
+            paths = [ckpt] if isinstance(ckpt, str | Path) else list(ckpt)
+            if not paths:
+                raise CarsegError("--ckpt: no checkpoint given")
+            thresholds = set()
+            for path in paths:
+                module, trained_size = load_checkpoint(path, map_location=str(self.device))
+                module.eval()
+                if channels_last:
+                    module.net.to(memory_format=torch.channels_last)
+                module.hparams.channels_last = channels_last
+                if compile:
+                    module.net = torch.compile(module.net)
+                thresholds.add(float(module.hparams.get("threshold", 0.5)))
+                self.members.append((module, trained_size if input_size == "train" else input_size))
+            if len(thresholds) > 1:
+                raise CarsegError(f"--ckpt: the ensemble's checkpoints use different thresholds {sorted(thresholds)}")
+            self.module, self.threshold = self.members[0][0], thresholds.pop()
         else:
             self.session, self.threshold, trained_size, self.pad_multiple = _onnx_session(Path(onnx), threads)
-        self.input_size = trained_size if input_size == "train" else input_size
+            self.members.append((None, trained_size if input_size == "train" else input_size))
+        self.input_size = self.members[0][1]
         self.precision = inference_precision(precision, self.device) if self.module is not None else "32"
 
     def _autocast(self) -> Any:
@@ -84,11 +97,12 @@ class Predictor:
             return torch.autocast(self.device.type, dtype=torch.float16)
         return nullcontext()
 
-    def _logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """Logits (N, 1, h, w) for a float batch in 0..255 whose size the network accepts."""
-        if self.module is not None:
+    def _logits(self, batch: torch.Tensor, module: SegmentationModule | None = None) -> torch.Tensor:
+        """Logits (N, 1, h, w) of `module` (None: the ONNX model) for a float batch in 0..255."""
+        module = module if module is not None else self.module if self.session is None else None
+        if module is not None:
             with torch.inference_mode(), self._autocast():
-                return self.module(batch.to(self.device)).float().cpu()
+                return module(batch.to(self.device)).float().cpu()
         h, w = batch.shape[-2:]
         x = pad_to_multiple(batch, self.pad_multiple)
         out = self.session.run(None, {"image": x.numpy().astype(np.float32)})[0]
@@ -96,17 +110,23 @@ class Predictor:
 
     def logits(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Logits at full resolution for a list of same-size RGB uint8 images (N, H, W, 3)."""
-        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
-        shape = x.shape[-2:]
-        size = _model_size(self.input_size, tuple(shape))
-        if size is not None:
-            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-        out = self._logits(x)
-        if self.tta:
-            out = (out + self._logits(x.flip(-1)).flip(-1)) / 2
-        if size is not None:
-            out = F.interpolate(out, size=tuple(shape), mode="bilinear", align_corners=False)
-        out = out[:, 0]
+        full = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+        shape = tuple(full.shape[-2:])
+        outs = []
+        for module, input_size in self.members:
+            size = _model_size(input_size, shape)
+            x = (
+                full
+                if size is None
+                else F.interpolate(full, size=size, mode="bilinear", antialias=True, align_corners=False)
+            )
+            out = self._logits(x, module)
+            if self.tta:
+                out = (out + self._logits(x.flip(-1), module).flip(-1)) / 2
+            if size is not None:
+                out = F.interpolate(out, size=shape, mode="bilinear", align_corners=False)
+            outs.append(out)
+        out = (outs[0] if len(outs) == 1 else torch.stack(outs).mean(0))[:, 0]
         if self.refine_radius:
             probs = [
                 refine_probabilities(im, p, self.refine_radius, self.refine_eps)

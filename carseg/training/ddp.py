@@ -42,6 +42,7 @@ def job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
         f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"',
         f"hydra.job.name=train_ddp_process_{local_rank}",
         "hydra.output_subdir=null",
+        "hydra.mode=RUN",  # a config that makes itself a multirun (cv=kfold, hparams_search) runs one job here
     ]
     return command, get_original_cwd()
 

@@ -62,10 +62,12 @@ def _configure_wandb(cfg: DictConfig, resume_from: Path | None) -> None:
         return
     with open_dict(cfg):
         sweep = _sweep_context()
-        if sweep is not None:
+        if sweep is not None:  # a sweep's jobs (a cross-validation's folds) are one W&B group
+            fold = cfg.datamodule.get("fold")
             wandb_cfg.group = wandb_cfg.get("group") or sweep[0]
-            wandb_cfg.name = wandb_cfg.get("name") or f"{sweep[0]}-job{sweep[1]}"
-            wandb_cfg.tags = [*(wandb_cfg.get("tags") or []), "sweep"]
+            job = f"fold{fold}" if fold is not None else f"job{sweep[1]}"
+            wandb_cfg.name = wandb_cfg.get("name") or f"{sweep[0]}-{job}"
+            wandb_cfg.tags = [*(wandb_cfg.get("tags") or []), "sweep", *(["cv"] if fold is not None else [])]
         old_run = runs.run_dir_of(resume_from) if resume_from is not None else None
         if old_run is not None and (old_run / runs.WANDB_ID).is_file():
             wandb_cfg.id = (old_run / runs.WANDB_ID).read_text().strip()

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from carseg import runs
+from carseg.training.crossval import cv_summary, write_cv_summary
 
 
 def ranked(rows: list[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
@@ -55,7 +56,7 @@ class SweepSummary(Callback):
         rows = ranked(summarise(sweep_dir), mode)
         if not rows:
             return
-        with open(sweep_dir / "sweep_summary.csv", "w", newline="") as fh:
+        with open(sweep_dir / runs.SWEEP_SUMMARY, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
@@ -68,4 +69,7 @@ class SweepSummary(Callback):
             varying = " ".join(o for o in row["overrides"].split() if o not in shared)
             table.add_row(row["job"], varying, best, str(row["epochs"]), str(row["minutes"]))
         Console(width=200).print(table)
-        print(f"carseg: sweep summary in {sweep_dir / 'sweep_summary.csv'}")
+        print(f"carseg: sweep summary in {sweep_dir / runs.SWEEP_SUMMARY}")
+        folds = cv_summary(rows, metric, mode)
+        if folds is not None:
+            write_cv_summary(sweep_dir, folds)

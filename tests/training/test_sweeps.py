@@ -25,15 +25,22 @@ def _wandb_run(job: Path):
     return next(r.run for r in wandb_records(next(run.glob("*.wandb"))) if r.WhichOneof("record_type") == "run")
 
 
-def test_multirun_of_ddp_jobs_trains_each_job_once(tiny_root, tmp_path):
+@pytest.mark.parametrize(
+    "sweep_args,varied",
+    [
+        (["-m", "model.optimizer.lr=1e-3,3e-4"], "model.optimizer.lr=0.001"),
+        (["cv=kfold", "datamodule.num_folds=2"], "datamodule.fold=0"),  # a multirun by its config, not by -m
+    ],
+    ids=["lr", "cv"],
+)
+def test_multirun_of_ddp_jobs_trains_each_job_once(sweep_args, varied, tiny_root, tmp_path):
     result = run_script(
         "train.py",
         [
-            "-m",
+            *sweep_args,
             *tiny_overrides(tiny_root, tmp_path),
             "trainer=ddp_cpu",
             "trainer.max_epochs=1",
-            "model.optimizer.lr=1e-3,3e-4",
             f"hydra.sweep.dir={tmp_path}/sweep",
         ],
     )
@@ -56,7 +63,7 @@ def test_multirun_of_ddp_jobs_trains_each_job_once(tiny_root, tmp_path):
     summary = pd.read_csv(tmp_path / "sweep" / "sweep_summary.csv")
     assert sorted(summary["job"]) == [0, 1] and summary["best"].notna().all()
     assert summary["best"].is_monotonic_decreasing  # best val/iou first
-    assert summary["overrides"].str.contains("model.optimizer.lr=0.001").sum() == 1
+    assert summary["overrides"].str.contains(varied).sum() == 1
 
 
 def test_optuna_sweep(tiny_root, tmp_path):
