@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--ckpt",
         nargs="+",
+        action="extend",
         help="checkpoint(s) written by train.py, a run folder (its best), or a cross-validation folder (its "
         "folds); several predict as an ensemble",
     )

@@ -106,3 +106,20 @@ def wandb_history(run_dir: Path, key: str) -> list[float]:
                 if (item.key or "/".join(item.nested_key)) == key:
                     values.append(json.loads(item.value_json))
     return values
+
+
+class SigtermAt:
+    """A Lightning callback (added with `+callbacks.stop._target_=tests.helpers.SigtermAt`) that sends this
+    process SIGTERM after training step `step`: an interruption at a known point."""
+
+    def __new__(cls, step: int):
+        import signal
+
+        import pytorch_lightning as pl
+
+        class _Stop(pl.Callback):
+            def on_train_batch_end(self, trainer, *args) -> None:
+                if trainer.global_step == step:
+                    os.kill(os.getpid(), signal.SIGTERM)
+
+        return _Stop()

@@ -37,7 +37,7 @@ class Predictor:
     `tta` averages with the horizontally flipped image. `refine_radius` > 0 refines the upsampled
     probabilities along the photo's edges with a guided filter of that radius (pixels at full size).
     Several checkpoints (`ckpt` a list, e.g. the folds of a cross-validation) predict as an ensemble: their
-    full-resolution logits are averaged, each model seeing the images at its own training size.
+    full-resolution probabilities are averaged, each model seeing the images at its own training size.
     """
 
     def __init__(
@@ -126,7 +126,9 @@ class Predictor:
             if size is not None:
                 out = F.interpolate(out, size=shape, mode="bilinear", align_corners=False)
             outs.append(out)
-        out = (outs[0] if len(outs) == 1 else torch.stack(outs).mean(0))[:, 0]
+        if len(outs) > 1:  # an ensemble averages probabilities (as logits again, for one threshold rule)
+            outs = [torch.logit(torch.stack([o.sigmoid() for o in outs]).mean(0), eps=1e-6)]
+        out = outs[0][:, 0]
         if self.refine_radius:
             probs = [
                 refine_probabilities(im, p, self.refine_radius, self.refine_eps)

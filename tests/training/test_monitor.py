@@ -82,7 +82,7 @@ def test_val_loss_minimised_end_to_end(tiny_root, tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    (sweep,) = list((tmp_path / "logs" / "train" / "multiruns").iterdir())
+    sweep = tmp_path / "logs" / "train" / "optuna" / "carseg"
     bests = {}
     for job in (p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()):
         summary = runs.read_summary(job)
