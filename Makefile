@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install train evaluate test test-fast lint format data bench bench-data bench-train bench-infer bench-ceiling bench-carvana clean
+.PHONY: help install train evaluate test test-fast lint format data bench bench-data bench-train bench-infer bench-predict bench-ceiling bench-carvana clean
 CARVANA_SAMPLE ?= ../shared/carvana/sample_full
 
 help:  ## list the targets
@@ -55,6 +55,9 @@ bench-train: install  ## training img/s, carseg vs a bare PyTorch loop (fp32, ch
 bench-infer: install  ## full-resolution inference paths (eager, channels_last, bf16, compile, ONNX) -> bench/infer.json
 	$(VENV)/bin/carseg bench infer $(CARVANA_SAMPLE) --out bench/infer.json $(ARGS)
 
+bench-predict: install  ## carseg predict at full size, 1 and 2 processes; hours for Kaggle's 100,064 photos -> bench/predict.json
+	$(VENV)/bin/carseg bench predict $(CARVANA_SAMPLE) --out bench/predict.json $(ARGS)
+
 bench-ceiling: install  ## the full-size IoU a perfect model reaches at 160x240 and 320x480 -> bench/ceiling.json
 	$(VENV)/bin/carseg bench ceiling $(CARVANA_SAMPLE) --out bench/ceiling.json $(ARGS)
 
@@ -62,7 +65,7 @@ bench-carvana: install  ## the real-data recipe: train experiment=carvana_cpu (<
 	$(VENV)/bin/carseg bench recipe --experiment carvana_cpu --eval-dir $(CARVANA_SAMPLE) \
 		--out bench/carvana_cpu.json --figures docs/results $(ARGS)
 
-bench: bench-data bench-train bench-infer  ## the speed benchmarks (bench-carvana, an hour of training, runs on its own)
+bench: bench-data bench-train bench-infer bench-predict  ## the speed benchmarks (bench-carvana, an hour of training, runs on its own)
 
 clean:  ## remove logs and generated data (keeps .venv)
 	rm -rf logs data .pytest_cache .ruff_cache

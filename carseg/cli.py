@@ -95,7 +95,7 @@ def _predict(args: argparse.Namespace) -> None:
         precision=args.precision,
         refine_radius=args.refine_radius,
     )
-    n = predict(
+    summary = predict(
         args.inputs,
         predictor,
         args.out,
@@ -104,9 +104,25 @@ def _predict(args: argparse.Namespace) -> None:
         args.submission,
         args.batch_size,
         not args.quiet,
+        on_error=args.on_error,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        accelerator=args.accelerator,
+        workers=args.workers,
     )
+    if summary is None:  # the other processes of a multi-process run: the first one reports
+        return
     where = " and ".join(str(p) for p in (args.out, args.submission) if p)
-    print(f"carseg: {n} images predicted; written to {where}")
+    done = summary.photos - summary.failed
+    print(
+        f"carseg: {done} of {summary.photos} photos have their outputs in {where}"
+        + (f" ({summary.already_done} from an earlier run)" if summary.already_done else "")
+    )
+    if summary.failed:
+        raise CarsegError(
+            f"{summary.failed} photo(s) could not be read; each is listed with the reason in {summary.failures}. "
+            "Every other photo was written; fix or remove those files and run the same command again"
+        )
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -129,6 +145,12 @@ def _bench_infer(args: argparse.Namespace) -> None:
     from carseg.bench.infer import run
 
     run(args.dir, args.ckpt, args.images, compile_=not args.no_compile, rss=not args.smoke, out=args.out)
+
+
+def _bench_predict(args: argparse.Namespace) -> None:
+    from carseg.bench.predict import run
+
+    run(args.dir, args.ckpt, args.images, tuple(args.processes), args.accelerator, args.out)
 
 
 def _bench_ceiling(args: argparse.Namespace) -> None:
@@ -188,6 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--refine-radius", type=int, default=0, help="guided-filter edge refinement at full size (pixels; 0: off)"
     )
     pred.add_argument("--batch-size", type=int, default=4)
+    pred.add_argument(
+        "--on-error",
+        choices=["skip", "stop"],
+        default="skip",
+        help="a photo that cannot be read: skip (default: list it in failures.csv, write every other photo, "
+        "exit non-zero) or stop (the run stops at it)",
+    )
+    pred.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs per node; more than 1: DDP")
+    pred.add_argument("--num-nodes", type=int, default=1, help="machines (under a cluster launcher such as SLURM)")
+    pred.add_argument("--accelerator", choices=["cpu", "gpu", "auto"], default="auto")
+    pred.add_argument("--workers", type=int, default=2, help="photo-decoding worker processes per device")
     pred.add_argument("--input-size", nargs="+", default=["train"], help="train (default), native, or H W")
     pred.add_argument("--precision", default="auto", help="auto, 32, bf16 or 16 (checkpoints only)")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -238,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench_infer.add_argument("--smoke", action="store_true", help="no memory measurement")
     bench_infer.add_argument("--out", default="bench/infer.json")
     bench_infer.set_defaults(func=_bench_infer)
+    bench_predict = bench.add_parser("predict", help="full-size photos/s of `carseg predict` with 1, 2, ... processes")
+    bench_predict.add_argument("dir", help="a Carvana-layout folder (or folder of photos) at full size")
+    bench_predict.add_argument("--ckpt", help="a trained checkpoint (default: the light U-Net untrained, at 320x480)")
+    bench_predict.add_argument("--images", type=int, default=64)
+    bench_predict.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    bench_predict.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
+    bench_predict.add_argument("--out", default="bench/predict.json")
+    bench_predict.set_defaults(func=_bench_predict)
     return parser
 
 

@@ -60,3 +60,13 @@ def test_bench_ceiling_orders_the_sizes(tiny_data, tmp_path):
     assert score[("24x36", "0/1 mask")] < score[("48x72", "0/1 mask")] < 1.0  # a larger size loses less
     assert score[("24x36", "0/1 mask")] < score[("24x36", "soft mask")]  # the car share holds sub-pixel edges
     assert json.loads((tmp_path / "c.json").read_text())["images"] == 3
+
+
+def test_bench_predict_smoke(best_ckpt, tiny_data, tmp_path):
+    from carseg.bench.predict import run
+
+    out = tmp_path / "predict.json"
+    run(tiny_data, ckpt=best_ckpt, images=8, processes=(1,), out=out)
+    (row,) = json.loads(out.read_text())["runs"]
+    assert row["processes"] == 1 and row["photos"] == 8 and row["img/s (running)"] > 0 and row["speed-up"] == 1
+    assert row["hours for 100,064 photos"] == pytest.approx(100_064 / row["img/s (running)"] / 3600, rel=0.01)

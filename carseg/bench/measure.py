@@ -21,10 +21,11 @@ def build_module(model: str, overrides: Sequence[str] = ()) -> SegmentationModul
     return build(model_config(model, overrides), "model", _recursive_=False)
 
 
-def random_checkpoint(path: Path, model: str = "unet_resnet34") -> Path:
-    """A checkpoint of an untrained `model=<model>` (for speed figures when no trained one is given)."""
+def random_checkpoint(path: Path, model: str = "unet_resnet34", image_size: list[int] | None = None) -> Path:
+    """A checkpoint of an untrained `model=<model>` (for speed figures when no trained one is given), recorded
+    as trained at `image_size` (None: it runs at each photo's own size)."""
     torch.manual_seed(0)
-    return save_checkpoint(build_module(model), path)
+    return save_checkpoint(build_module(model), path, image_size=image_size)
 
 
 def loader_rate(dataset: Dataset, workers: int, batch_size: int = 8) -> float:

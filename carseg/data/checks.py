@@ -30,7 +30,8 @@ class Problem:
         return f"{self.path}: {self.reason}"
 
 
-def _truncated(path: Path) -> bool:
+def is_truncated(path: Path) -> bool:
+    """Whether the file lacks the bytes its format ends with (it was cut off while being written or copied)."""
     trailer = TRAILERS.get(path.suffix.lower())
     if trailer is None:
         return False
@@ -59,7 +60,7 @@ def check_image(path: Path) -> tuple[tuple[int, int] | None, list[Problem]]:
         problems.append(
             Problem(path, f"EXIF orientation {orientation}: the pixels are stored rotated; save it upright")
         )
-    if _truncated(path):
+    if is_truncated(path):
         problems.append(Problem(path, "truncated file (no end marker)"))
     return size, problems
 
@@ -88,7 +89,7 @@ def check_mask_header(record: Record, size: tuple[int, int]) -> list[Problem]:
     problems = []
     if mask_size != size:
         problems.append(Problem(record.mask, f"mask is {mask_size[1]}x{mask_size[0]}, image is {size[1]}x{size[0]}"))
-    if _truncated(record.mask):
+    if is_truncated(record.mask):
         problems.append(Problem(record.mask, "truncated file (no end marker)"))
     return problems
 

@@ -1,62 +1,67 @@
-"""`carseg predict`: masks, cut-outs, composites and Kaggle submissions for files and folders of photos."""
+"""`carseg predict`: masks, cut-outs, composites and Kaggle submissions for files and folders of photos, through
+Lightning's predict loop: one process, or several (`devices`, `num_nodes`: DDP on CPUs or GPUs), each
+predicting its share of the photos once. A rerun of the same command skips what is complete."""
 
 from __future__ import annotations
 
-import csv
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-from rich.progress import Progress
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
 
-from carseg.data.io import read_image
-from carseg.data.rle import rle_encode
 from carseg.errors import CarsegError
-from carseg.inference.background import composite, cutout, load_background
+from carseg.inference.photos import PhotoDataset, as_list, list_inputs
+from carseg.inference.prediction_module import PredictionModule
 from carseg.inference.predictor import Predictor
+from carseg.inference.writer import (
+    OutputWriter,
+    failures_path,
+    merge_failures,
+    merge_submission,
+    output_files,
+    submitted_names,
+)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-
-
-def list_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files named directly or found in folders (JPEG/PNG, sorted); anything else is an error."""
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            try:
-                found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            except OSError as err:
-                raise CarsegError(f"{item}: the folder cannot be read ({err.strerror})") from err
-            if not found:
-                raise CarsegError(f"{item}: no JPEG or PNG files in this folder")
-            files += found
-        elif item.is_file():
-            if item.suffix.lower() not in IMAGE_SUFFIXES:
-                raise CarsegError(f"{item}: not a JPEG or PNG file; pass photos of cars (.jpg, .jpeg, .png)")
-            files.append(item)
-        else:
-            raise CarsegError(f"{item}: no such file or folder")
-    return files
+RUN_ID_ENV = "CARSEG_PREDICT_RUN"  # shared by the processes of one run (DDP ranks inherit the environment)
 
 
-def _prefetch(paths: Sequence[Path], depth: int = 8) -> Iterator[tuple[Path, np.ndarray]]:
-    """Decode ahead in a thread pool, at most `depth` images in flight."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        pending: deque[tuple[Path, Future]] = deque()
-        it = iter(paths)
-        for path in it:
-            pending.append((path, pool.submit(read_image, path)))
-            if len(pending) >= depth:
-                break
-        while pending:
-            path, future = pending.popleft()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(read_image, nxt)))
-            yield path, future.result()
+@dataclass
+class PredictionSummary:
+    """What one `predict` call did."""
+
+    photos: int  # inputs in all
+    already_done: int  # complete before this run (skipped)
+    predicted: int  # written by this process in this run
+    failed: int  # could not be read (listed in `failures`)
+    failures: Path | None
+    submission_rows: int | None
+
+
+def _complete(paths: Sequence[Path], out_dir: Path | None, submission: Path | None, background: str | None) -> set:
+    """Indices of the photos whose outputs are all there (files are written whole or not at all)."""
+    done_names = submitted_names(submission) if submission is not None else None
+    complete = set()
+    for i, path in enumerate(paths):
+        files_done = out_dir is None or all(f.is_file() for f in output_files(out_dir, path, background))
+        row_done = done_names is None or path.name in done_names
+        if files_done and row_done:
+            complete.add(i)
+    return complete
+
+
+class _StopOnSigterm(pl.Callback):
+    """Lightning's predict loop does not stop on SIGTERM by itself: stop before the next batch."""
+
+    def on_predict_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.received_sigterm:
+            raise SystemExit(143)
 
 
 def predict(
@@ -68,48 +73,90 @@ def predict(
     submission: str | Path | None = None,
     batch_size: int = 4,
     progress: bool = True,
-) -> int:
-    """Predict every input; write `<stem>_mask.png`, `<stem>_cutout.png` (and `<stem>_composite.jpg`
-    with a background) into `out`, and/or `img,rle_mask` rows into `submission`. Returns the count.
-    Files are written as each image finishes, so an interruption keeps everything done so far."""
+    on_error: str = "skip",
+    devices: int = 1,
+    num_nodes: int = 1,
+    accelerator: str = "auto",
+    workers: int = 2,
+) -> PredictionSummary | None:
+    """Predict every input; write `<stem>_mask.png`, `<stem>_cutout.png` (and `<stem>_composite.jpg` with a
+    background) into `out`, and/or Kaggle's `img,rle_mask` rows into `submission`. Photos that cannot be read
+    are listed in `failures.csv` (`on_error="skip"`) or stop the run (`"stop"`). The summary on the first
+    process (None on the others)."""
     if out is None and submission is None:
         raise CarsegError("nothing to write: give --out DIR and/or --submission FILE")
+    if devices < 1 or num_nodes < 1:
+        raise CarsegError(f"--devices {devices} --num-nodes {num_nodes}: both must be at least 1")
     paths = list_inputs(inputs)
     out_dir = Path(out) if out is not None else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    writer, handle = None, None
+    csv_path = Path(submission) if submission is not None else None
+    for folder in (out_dir, csv_path.parent if csv_path else None):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+    launching = "LOCAL_RANK" not in os.environ  # DDP ranks started by Lightning have it
+    if launching:
+        os.environ[RUN_ID_ENV] = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    run_id = os.environ[RUN_ID_ENV]
+    complete = _complete(paths, out_dir, csv_path, background)
+    remaining = [i for i in range(len(paths)) if i not in complete]
+    writer = OutputWriter(run_id, out_dir, csv_path, background, feather)
+    first_process = True
+    if remaining:
+        if launching and complete:
+            print(f"carseg: {len(complete)} of {len(paths)} photos are already done; predicting {len(remaining)}")
+        for name in ("pytorch_lightning", "lightning_fabric"):  # device and tip lines: not news when predicting
+            logging.getLogger(name).setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", module="pytorch_lightning")
+        trainer = pl.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy="ddp" if devices * num_nodes > 1 else "auto",
+            precision="32-true",  # the predictor chooses its own autocast
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress,
+            callbacks=[writer, _StopOnSigterm()],
+        )
+        loader = DataLoader(
+            PhotoDataset(paths, remaining),
+            batch_size=batch_size,
+            num_workers=workers,
+            collate_fn=as_list,
+            persistent_workers=False,
+        )
+        try:
+            trainer.predict(PredictionModule(predictor, on_error), loader, return_predictions=False)
+        except SystemExit:
+            if trainer.is_global_zero:
+                print(
+                    "carseg: prediction interrupted; what is written is complete. Run the same command again to "
+                    "predict the rest",
+                    file=sys.stderr,
+                )
+            raise
+        finally:
+            first_process = trainer.is_global_zero
+            if first_process:
+                _finish(paths, csv_path, writer, run_id, trainer.world_size)
+        if not first_process:
+            return None
+    failed_file = failures_path(out_dir, csv_path)
+    failed = _count_rows(failed_file) if remaining else 0
+    rows = _count_rows(csv_path) if csv_path is not None else None
+    return PredictionSummary(len(paths), len(complete), writer.written, failed, failed_file if failed else None, rows)
+
+
+def _finish(paths: Sequence[Path], submission: Path | None, writer: OutputWriter, run_id: str, world: int) -> None:
+    """On the first process: merge the Kaggle rows and this run's failures of every process."""
     if submission is not None:
-        Path(submission).parent.mkdir(parents=True, exist_ok=True)
-        handle = open(submission, "w", newline="")  # noqa: SIM115 - closed in finally
-        writer = csv.writer(handle)
-        writer.writerow(["img", "rle_mask"])
-    images: dict[Path, np.ndarray] = {}
+        merge_submission(submission, {p.name: i for i, p in enumerate(paths)})
+    merge_failures(failures_path(writer.out_dir, submission), [writer.failure_part(r) for r in range(world)])
 
-    def decoded() -> Iterator[tuple[Path, np.ndarray]]:
-        for path, image in _prefetch(paths):
-            images[path] = image
-            yield path, image
 
-    done = 0
-    try:
-        with Progress(disable=not progress, transient=False) as bar:
-            task = bar.add_task(f"predicting {len(paths)} images", total=len(paths))
-            for path, mask in predictor.batched(decoded(), batch_size):
-                image = images.pop(path)
-                if out_dir is not None:
-                    Image.fromarray(mask * 255).save(out_dir / f"{path.stem}_mask.png")
-                    Image.fromarray(cutout(image, mask, feather)).save(out_dir / f"{path.stem}_cutout.png")
-                    if background is not None:
-                        bg = load_background(background, image.shape[:2])
-                        comp = composite(image, mask, bg, feather)
-                        Image.fromarray(comp).save(out_dir / f"{path.stem}_composite.jpg", quality=95)
-                if writer is not None:
-                    writer.writerow([path.name, rle_encode(mask)])
-                    handle.flush()
-                done += 1
-                bar.advance(task)
-    finally:
-        if handle is not None:
-            handle.close()
-    return done
+def _count_rows(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    with open(path) as fh:
+        return max(0, sum(1 for _ in fh) - 1)

@@ -50,9 +50,9 @@ def test_predict_writes_masks_cutouts_composites_at_own_size(best_ckpt, photos, 
 def test_submission_rows_match_masks(best_ckpt, photos, tmp_path):
     sub = tmp_path / "submission.csv"
     out = tmp_path / "out"
-    n = predict([photos], Predictor(ckpt=best_ckpt), out=out, submission=sub, progress=False)
+    summary = predict([photos], Predictor(ckpt=best_ckpt), out=out, submission=sub, progress=False, workers=0)
     table = read_rle_table(sub)
-    assert n == len(table) == 4 and "other_size.png" in table
+    assert summary.predicted == summary.submission_rows == len(table) == 4 and "other_size.png" in table
     for name, code in table.items():
         mask = np.asarray(Image.open(out / f"{Path(name).stem}_mask.png")) > 0
         np.testing.assert_array_equal(rle_decode(code, mask.shape), mask)
@@ -102,13 +102,21 @@ def test_bad_inputs(best_ckpt, photos, tmp_path):
         predict([photos / "notes.txt"], predictor, out=tmp_path / "o")
     with pytest.raises(CarsegError, match="no such file or folder"):
         predict([tmp_path / "missing"], predictor, out=tmp_path / "o")
-    # A corrupt photo in the middle: the error names it, the outputs before it stay.
+    # A corrupt photo in the middle. By default it costs no other photo its outputs and is listed with the
+    # reason; with on_error="stop" the error names it and the outputs before it stay.
     files = sorted(photos.glob("*.jpg"))
     files[1].write_bytes(b"\xff\xd8 broken")
-    out = tmp_path / "partial"
+    out = tmp_path / "skip"
+    summary = predict(files, predictor, out=out, batch_size=1, progress=False, workers=0)
+    assert summary.failed == 1 and summary.predicted == len(files) - 1
+    written = sorted(p.name for p in out.glob("*_mask.png"))
+    assert written == sorted(f"{f.stem}_mask.png" for f in files if f != files[1])
+    failures = (out / "failures.csv").read_text().splitlines()
+    assert failures[0] == "path,reason" and len(failures) == 2 and files[1].name in failures[1]
+    out = tmp_path / "stop"
     with pytest.raises(CarsegError, match=files[1].name):
-        predict(files, predictor, out=out, batch_size=1, progress=False)
-    assert (out / f"{files[0].stem}_mask.png").is_file()
+        predict(files, predictor, out=out, batch_size=1, progress=False, on_error="stop", workers=0)
+    assert (out / f"{files[0].stem}_mask.png").is_file() and not (out / f"{files[2].stem}_mask.png").exists()
 
 
 def test_unreadable_folder(best_ckpt, photos, tmp_path, monkeypatch):

@@ -1,0 +1,201 @@
+"""Writing predictions as they come, so that a stopped run keeps everything it finished and a rerun of the same
+command skips it: files are written under a temporary name and renamed; Kaggle rows and failures go to one
+part file per process and run, flushed row by row, and are merged in input order at the end.
+
+`<out>/`                     `<name>_mask.png`, `<name>_cutout.png`, `<name>_composite.jpg` (with a background)
+`<submission>`               Kaggle's `img,rle_mask` CSV, every finished photo once, in input order
+`<submission>.parts/`        the part files while a run is unfinished
+`failures.csv`               photos that could not be read, with the reason (in `<out>/`, else beside the CSV)
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import io
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import pytorch_lightning as pl
+from PIL import Image
+from pytorch_lightning.callbacks import BasePredictionWriter
+
+from carseg.data.rle import rle_encode
+from carseg.inference.background import composite, cutout, load_background
+
+FAILURES = "failures.csv"
+csv.field_size_limit(1 << 30)  # a full-size run-length code is a long field
+
+
+def atomic_save(image: Image.Image, path: Path, **kwargs: Any) -> None:
+    """Save under a temporary name, then rename: a file either is complete or is not there."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    image.save(tmp, format=Image.registered_extensions()[path.suffix.lower()], **kwargs)
+    os.replace(tmp, path)
+
+
+def output_files(out_dir: Path, photo: Path, background: str | None) -> list[Path]:
+    """The files one photo gets in `out_dir`."""
+    names = [f"{photo.stem}_mask.png", f"{photo.stem}_cutout.png"]
+    if background is not None:
+        names.append(f"{photo.stem}_composite.jpg")
+    return [out_dir / n for n in names]
+
+
+def parts_dir(submission: Path) -> Path:
+    return submission.with_name(submission.name + ".parts")
+
+
+def failures_path(out_dir: Path | None, submission: Path | None) -> Path:
+    if out_dir is not None:
+        return out_dir / FAILURES
+    assert submission is not None
+    return submission.with_name(f"{submission.stem}.{FAILURES}")
+
+
+def _rows(path: Path) -> Iterator[list[str]]:
+    """The complete rows of a CSV being written row by row (a last row cut off by a stop is left out)."""
+    with open(path, newline="") as fh:
+        text = fh.read()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    yield from csv.reader(text.splitlines())
+
+
+def submitted_names(submission: Path) -> set[str]:
+    """Photo names that already have a Kaggle row: in the finished CSV or in the parts of an unfinished run."""
+    names: set[str] = set()
+    if submission.is_file():
+        names |= {row[0] for row in _rows(submission) if row and row[0] != "img"}
+    if parts_dir(submission).is_dir():
+        for part in parts_dir(submission).glob("*.csv"):
+            names |= {row[1] for row in _rows(part) if len(row) == 3}
+    return names
+
+
+def merge_submission(submission: Path, order: dict[str, int]) -> int:
+    """Merge the finished CSV (if any) and every part file into `submission`, in input order (`order`: photo
+    name → index), each photo once; streamed, so memory stays bounded. Returns the row count."""
+    sources: list[Iterator[tuple[int, str, str]]] = []
+    if submission.is_file():
+        sources.append(
+            (order[r[0]], r[0], r[1]) for r in _rows(submission) if len(r) == 2 and r[0] != "img" and r[0] in order
+        )
+    parts = sorted(parts_dir(submission).glob("*.csv")) if parts_dir(submission).is_dir() else []
+    sources += [((int(r[0]), r[1], r[2]) for r in _rows(p) if len(r) == 3 and r[1] in order) for p in parts]
+    tmp = submission.with_name(f".{submission.name}.tmp-{os.getpid()}")
+    count, last = 0, None
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["img", "rle_mask"])
+        for index, name, code in heapq.merge(*sources):
+            if index != last:
+                writer.writerow([name, code])
+                count, last = count + 1, index
+    os.replace(tmp, submission)
+    for part in parts:
+        part.unlink()
+    if parts:
+        parts_dir(submission).rmdir()
+    return count
+
+
+def merge_failures(path: Path, parts: Sequence[Path]) -> int:
+    """`failures.csv` (path, reason) from this run's failure parts, in input order; returns the count."""
+    rows = sorted((int(r[0]), r[1], r[2]) for p in parts if p.is_file() for r in _rows(p) if len(r) == 3)
+    for part in parts:
+        part.unlink(missing_ok=True)
+    if not rows:
+        path.unlink(missing_ok=True)
+        return 0
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["path", "reason"])
+        writer.writerows([(p, reason) for _, p, reason in rows])
+    os.replace(tmp, path)
+    return len(rows)
+
+
+class OutputWriter(BasePredictionWriter):
+    """Writes each batch's masks, cut-outs, composites and Kaggle rows as soon as it is predicted (every process
+    its own photos), and each unreadable photo to this process's failure part."""
+
+    def __init__(
+        self,
+        run_id: str,
+        out_dir: Path | None,
+        submission: Path | None,
+        background: str | None = None,
+        feather: float = 0.0,
+    ):
+        super().__init__(write_interval="batch")
+        self.run_id, self.out_dir, self.submission = run_id, out_dir, submission
+        self.background, self.feather = background, feather
+        self.rows: TextIO | None = None
+        self.failures: TextIO | None = None
+        self.written = 0
+
+    def failure_part(self, rank: int) -> Path:
+        where = failures_path(self.out_dir, self.submission)
+        return where.with_name(f".{where.name}.{self.run_id}-rank{rank}")
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        rank = trainer.global_rank
+        if self.submission is not None:
+            parts_dir(self.submission).mkdir(parents=True, exist_ok=True)
+            part = parts_dir(self.submission) / f"{self.run_id}-rank{rank:03d}.csv"
+            self.rows = open(part, "a", newline="")  # noqa: SIM115 - closed in teardown
+        self.failures = open(self.failure_part(rank), "a", newline="")  # noqa: SIM115 - closed in teardown
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Every process has written all its photos before the first one merges their rows."""
+        for handle in (self.rows, self.failures):
+            if handle is not None:
+                handle.flush()
+        trainer.strategy.barrier("carseg-predict-written")
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for handle in (self.rows, self.failures):
+            if handle is not None:
+                handle.close()
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: dict[str, list],
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        for index, path, image, mask in prediction["done"]:
+            self.write_photo(index, Path(path), image, mask)
+        for index, path, reason in prediction["failed"]:
+            assert self.failures is not None
+            self.failures.write(_csv_line([index, path, reason]))
+            self.failures.flush()
+
+    def write_photo(self, index: int, path: Path, image: np.ndarray, mask: np.ndarray) -> None:
+        if self.out_dir is not None:
+            files = output_files(self.out_dir, path, self.background)
+            atomic_save(Image.fromarray(mask * 255), files[0])
+            atomic_save(Image.fromarray(cutout(image, mask, self.feather)), files[1])
+            if self.background is not None:
+                bg = load_background(self.background, image.shape[:2])
+                atomic_save(Image.fromarray(composite(image, mask, bg, self.feather)), files[2], quality=95)
+        if self.rows is not None:
+            self.rows.write(_csv_line([index, path.name, rle_encode(mask)]))  # one write: a row is whole or cut
+            self.rows.flush()
+        self.written += 1
+
+
+def _csv_line(values: list[Any]) -> str:
+    """One CSV row as text."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue()
