@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -52,6 +55,28 @@ def compose_cfg(
         with open_dict(cfg):
             del cfg.hydra
     return cfg
+
+
+def start_script(script: str, args: list[str], cwd: Path = ROOT) -> subprocess.Popen:
+    """Start `python <script> args...` (W&B offline), to stop it midway: its output comes back as text."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop_when(proc: subprocess.Popen, ready, seconds: float = 300) -> tuple[str, str]:
+    """Send `proc` SIGTERM once `ready()` holds (or it ended, or `seconds` passed); its (stdout, stderr)."""
+    deadline = time.time() + seconds
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=300)
 
 
 def run_script(script: str, args: list[str], cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -113,10 +138,6 @@ class SigtermAt:
     process SIGTERM after training step `step`: an interruption at a known point."""
 
     def __new__(cls, step: int):
-        import signal
-
-        import pytorch_lightning as pl
-
         class _Stop(pl.Callback):
             def on_train_batch_end(self, trainer, *args) -> None:
                 if trainer.global_step == step:

@@ -2,16 +2,13 @@
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.helpers import ROOT, compose_cfg, run_script, tiny_overrides, wandb_records
+from tests.helpers import compose_cfg, run_script, start_script, stop_when, tiny_overrides, wandb_records
 
 pytestmark = pytest.mark.slow
 
@@ -131,23 +128,16 @@ def test_launcher_configs_follow_the_trainer(tmp_path):
 
 def test_resume_after_sigterm_matches_an_uninterrupted_run(tiny_root, tmp_path):
     base = [*tiny_overrides(tiny_root, tmp_path), "trainer.max_epochs=4", "datamodule.image_size=[96,144]"]
-    env_cmd = [sys.executable, str(ROOT / "train.py")]
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     first = tmp_path / "first"
-    proc = subprocess.Popen(
-        [*env_cmd, *base, f"hydra.run.dir={first}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 300
-    while not (first / "checkpoints" / "last.ckpt").is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)  # well into the next epoch
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
+    proc = start_script("train.py", [*base, f"hydra.run.dir={first}"])
+
+    def next_epoch_begun() -> bool:
+        if not (first / "checkpoints" / "last.ckpt").is_file():
+            return False
+        time.sleep(1.0)  # well into the next epoch
+        return True
+
+    _, err = stop_when(proc, next_epoch_begun)
     assert proc.returncode != 0 and "training interrupted" in err and "ckpt_path=" in err, err[-2000:]
     kept = sorted(p.name for p in (first / "checkpoints").iterdir())
     assert "last.ckpt" in kept and not (first / "summary.json").exists()
@@ -221,20 +211,8 @@ def test_an_interrupted_optuna_study_continues(tiny_root, tmp_path):
         "logger=csv",
     ]
     sweep = tmp_path / "logs" / "train" / "optuna" / "carseg"
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *command],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 300
-    while not (sweep / "1" / "checkpoints" / "last.ckpt").is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)  # trial 0 has finished, trial 1 is training
-    _, err = proc.communicate(timeout=300)
+    proc = start_script("train.py", command, cwd=tmp_path)
+    _, err = stop_when(proc, (sweep / "1" / "checkpoints" / "last.ckpt").is_file)  # trial 0 done, trial 1 training
     assert proc.returncode != 0, err[-2000:]
     first = (sweep / "0" / "summary.json").read_bytes()
     assert not (sweep / "1" / "summary.json").exists()
