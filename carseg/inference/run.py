@@ -152,7 +152,10 @@ def _finish(paths: Sequence[Path], submission: Path | None, writer: OutputWriter
     """On the first process: merge the Kaggle rows and this run's failures of every process."""
     if submission is not None:
         merge_submission(submission, {p.name: i for i, p in enumerate(paths)})
-    merge_failures(failures_path(writer.out_dir, submission), [writer.failure_part(r) for r in range(world)])
+    where = failures_path(writer.out_dir, submission)
+    merge_failures(where, [writer.failure_part(r) for r in range(world)])
+    for stale in where.parent.glob(f".{where.name}.*-rank*"):  # of runs killed before they could merge
+        stale.unlink(missing_ok=True)
 
 
 def _count_rows(path: Path) -> int:
