@@ -42,11 +42,6 @@ def run_dir_of(path: str | Path) -> Path | None:
     return None
 
 
-def is_run_dir(path: str | Path) -> bool:
-    """Whether `path` is a run directory (it has `.hydra/config.yaml`)."""
-    return (Path(path) / CONFIG).is_file()
-
-
 def run_config(run_dir: str | Path) -> DictConfig:
     """The composed config a run was started with."""
     return OmegaConf.load(Path(run_dir) / CONFIG)  # type: ignore[return-value]
@@ -118,8 +113,8 @@ def checkpoints_in(paths: list[str | Path]) -> list[Path]:
             found.append(item)
         elif (item / CV_SUMMARY).is_file():
             found += fold_checkpoints(item)
-        elif (read_summary(item) or {}).get("best_checkpoint"):
-            found.append(Path(read_summary(item)["best_checkpoint"]))  # type: ignore[index]
+        elif best := (read_summary(item) or {}).get("best_checkpoint"):
+            found.append(Path(best))
         else:
             raise CarsegError(
                 f"--ckpt {item}: neither a checkpoint file, nor a finished run folder (summary.json), nor a "

@@ -38,6 +38,13 @@ def tiny_overrides(data_root: Path, out: Path) -> list[str]:
     ]
 
 
+def optuna_overrides(data_root: Path, out: Path, n_trials: int = 2) -> list[str]:
+    """A `hparams_search=optuna` sweep of `n_trials` on the tiny set; its outputs land under the working directory
+    (`<cwd>/logs/train/optuna/carseg`), as the default paths put them."""
+    kept = [o for o in tiny_overrides(data_root, out) if not o.startswith("paths.root_dir")]
+    return [*kept, "hparams_search=optuna", f"hydra.sweeper.n_trials={n_trials}"]
+
+
 def compose_cfg(
     config_name: str, overrides: list[str], output_dir: Path | None = None, keep_hydra: bool = False
 ) -> DictConfig:

@@ -20,11 +20,11 @@ from carseg.errors import CarsegError
 KAGGLE_TEST_PHOTOS = 100_064
 
 
-def photos_subset(photos: Path, files: Sequence[Path], folder: Path) -> Path:
-    """A folder of links to some of the photos."""
+def linked(files: Sequence[Path], folder: Path) -> Path:
+    """A new folder of links to `files`."""
     folder.mkdir()
     for f in files:
-        (folder / f.name).symlink_to((photos / f.name).resolve())
+        (folder / f.name).symlink_to(f.resolve())
     return folder
 
 
@@ -53,19 +53,17 @@ def run(
     if not files:
         raise CarsegError(f"{data_dir}: no JPEG photos (in it or its train/ folder)")
     tmp = Path(tempfile.mkdtemp(prefix="carseg-bench-predict-"))
-    photos = tmp / "photos"
-    photos.mkdir()
-    for f in files:
-        (photos / f.name).symlink_to(f.resolve())
+    photos = linked(files, tmp / "photos")
     # untrained: the default recipe's model, seeing photos at its training size (carvana_cpu: light U-Net, 320x480)
     ckpt = Path(ckpt) if ckpt else random_checkpoint(tmp / "model.ckpt", "unet_resnet18_light", [320, 480])
     rows = []
-    few = photos_subset(photos, files[: max(1, len(files) // 4)], tmp / "few")
+    few_files = files[: max(1, len(files) // 4)]
+    few = linked(few_files, tmp / "few")
     for n in processes:
         seconds = _timed(photos, ckpt, n, accelerator, tmp / f"submission_{n}.csv")
         start_up = _timed(few, ckpt, n, accelerator, tmp / f"few_{n}.csv")
         # photos/s once running: the extra photos over the extra time (start-up and model loading cancel out)
-        rate = (len(files) - len(list(few.iterdir()))) / max(seconds - start_up, 1e-9)
+        rate = (len(files) - len(few_files)) / max(seconds - start_up, 1e-9)
         rows.append(
             {
                 "processes": n,

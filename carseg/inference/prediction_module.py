@@ -33,12 +33,7 @@ class PredictionModule(pl.LightningModule):
         failed = [(item["index"], item["path"], item["error"]) for item in batch if item["error"] is not None]
         if failed and self.on_error == "stop":
             raise CarsegError(f"{failed[0][2]} (--on-error skip records such photos and goes on)")
-        done: list[tuple] = []
-        good = [item for item in batch if item["error"] is None]
-        while good:  # photos of one size are predicted together
-            shape = good[0]["image"].shape
-            same = [item for item in good if item["image"].shape == shape]
-            good = [item for item in good if item["image"].shape != shape]
-            masks = self.predictor.masks([item["image"] for item in same])
-            done += [(item["index"], item["path"], item["image"], m) for item, m in zip(same, masks, strict=True)]
-        return {"done": sorted(done, key=lambda d: d[0]), "failed": failed}
+        good = [(item, item["image"]) for item in batch if item["error"] is None]
+        masks = self.predictor.batched(good, batch_size=max(1, len(good)))  # photos of one size go together
+        done = [(item["index"], item["path"], item["image"], mask) for item, mask in masks]
+        return {"done": done, "failed": failed}

@@ -99,7 +99,6 @@ class Predictor:
 
     def _logits(self, batch: torch.Tensor, module: SegmentationModule | None = None) -> torch.Tensor:
         """Logits (N, 1, h, w) of `module` (None: the ONNX model) for a float batch in 0..255."""
-        module = module if module is not None else self.module if self.session is None else None
         if module is not None:
             with torch.inference_mode(), self._autocast():
                 return module(batch.to(self.device)).float().cpu()

@@ -100,8 +100,9 @@ def predict(
     complete = _complete(paths, out_dir, csv_path, background)
     remaining = [i for i in range(len(paths)) if i not in complete]
     writer = OutputWriter(run_id, out_dir, csv_path, background, feather)
-    first_process = True
-    if remaining:
+    if not remaining:  # parts of a run stopped after its last photo still get merged
+        rows, failed = _finish(paths, csv_path, writer, world=1)
+    else:
         if launching and complete:
             print(f"carseg: {len(complete)} of {len(paths)} photos are already done; predicting {len(remaining)}")
         for name in ("pytorch_lightning", "lightning_fabric"):  # device and tip lines: not news when predicting
@@ -137,29 +138,19 @@ def predict(
                 )
             raise
         finally:
-            first_process = trainer.is_global_zero
-            if first_process:
-                _finish(paths, csv_path, writer, run_id, trainer.world_size)
-        if not first_process:
+            if trainer.is_global_zero:
+                rows, failed = _finish(paths, csv_path, writer, trainer.world_size)
+        if not trainer.is_global_zero:
             return None
     failed_file = failures_path(out_dir, csv_path)
-    failed = _count_rows(failed_file) if remaining else 0
-    rows = _count_rows(csv_path) if csv_path is not None else None
     return PredictionSummary(len(paths), len(complete), writer.written, failed, failed_file if failed else None, rows)
 
 
-def _finish(paths: Sequence[Path], submission: Path | None, writer: OutputWriter, run_id: str, world: int) -> None:
-    """On the first process: merge the Kaggle rows and this run's failures of every process."""
-    if submission is not None:
-        merge_submission(submission, {p.name: i for i, p in enumerate(paths)})
+def _finish(paths: Sequence[Path], submission: Path | None, writer: OutputWriter, world: int) -> tuple[int | None, int]:
+    """On the first process: merge the Kaggle rows and this run's failures of every process; (rows, failures)."""
+    rows = merge_submission(submission, {p.name: i for i, p in enumerate(paths)}) if submission is not None else None
     where = failures_path(writer.out_dir, submission)
-    merge_failures(where, [writer.failure_part(r) for r in range(world)])
+    failed = merge_failures(where, [writer.failure_part(r) for r in range(world)])
     for stale in where.parent.glob(f".{where.name}.*-rank*"):  # of runs killed before they could merge
         stale.unlink(missing_ok=True)
-
-
-def _count_rows(path: Path) -> int:
-    if not path.is_file():
-        return 0
-    with open(path) as fh:
-        return max(0, sum(1 for _ in fh) - 1)
+    return rows, failed

@@ -57,12 +57,10 @@ def failures_path(out_dir: Path | None, submission: Path | None) -> Path:
 
 
 def _rows(path: Path) -> Iterator[list[str]]:
-    """The complete rows of a CSV being written row by row (a last row cut off by a stop is left out)."""
+    """The complete rows of a CSV being written row by row, read line by line (memory stays bounded); a last
+    row cut off by a stop (no line end) is left out."""
     with open(path, newline="") as fh:
-        text = fh.read()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    yield from csv.reader(text.splitlines())
+        yield from csv.reader(line for line in fh if line.endswith("\n"))
 
 
 def submitted_names(submission: Path) -> set[str]:

@@ -12,7 +12,7 @@ from carseg import runs
 from carseg.errors import CarsegError
 from carseg.training.run import _check_callbacks, monitored
 from carseg.training.sweep import ranked
-from tests.helpers import compose_cfg, run_script, tiny_overrides
+from tests.helpers import compose_cfg, optuna_overrides, run_script
 
 
 def _cfg(tmp_path, *overrides):
@@ -65,13 +65,10 @@ def test_sweep_summary_ranks_by_mode():
 @pytest.mark.slow
 def test_val_loss_minimised_end_to_end(tiny_root, tmp_path):
     """An Optuna sweep minimising val/loss: checkpoints, early stopping, returned values, summary order."""
-    overrides = [o for o in tiny_overrides(tiny_root, tmp_path) if not o.startswith("paths.root_dir")]
     result = run_script(
         "train.py",
         [
-            *overrides,
-            "hparams_search=optuna",
-            "hydra.sweeper.n_trials=2",
+            *optuna_overrides(tiny_root, tmp_path),
             "hydra.sweeper.params={model.optimizer.lr:'tag(log, interval(1e-5, 1e-2))'}",
             "optimized_metric=val/loss",
             "optimized_mode=min",

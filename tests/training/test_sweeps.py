@@ -8,7 +8,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import compose_cfg, run_script, start_script, stop_when, tiny_overrides, wandb_records
+from tests.helpers import (
+    compose_cfg,
+    optuna_overrides,
+    run_script,
+    start_script,
+    stop_when,
+    tiny_overrides,
+    wandb_records,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -65,13 +73,10 @@ def test_multirun_of_ddp_jobs_trains_each_job_once(sweep_args, varied, tiny_root
 
 def test_optuna_sweep(tiny_root, tmp_path):
     # Default paths and sweep directory, started from another folder: outputs land under <cwd>/logs.
-    overrides = [o for o in tiny_overrides(tiny_root, tmp_path) if not o.startswith("paths.root_dir")]
     result = run_script(
         "train.py",
         [
-            *overrides,
-            "hparams_search=optuna",
-            "hydra.sweeper.n_trials=2",
+            *optuna_overrides(tiny_root, tmp_path),
             "trainer.max_epochs=1",
             "trainer.limit_train_batches=2",
         ],
@@ -201,11 +206,8 @@ def test_last_checkpoint_every_epoch_and_at_the_stop(tiny_root, tmp_path):
 def test_an_interrupted_optuna_study_continues(tiny_root, tmp_path):
     import optuna
 
-    overrides = [o for o in tiny_overrides(tiny_root, tmp_path) if not o.startswith("paths.root_dir")]
     command = [
-        *overrides,
-        "hparams_search=optuna",
-        "hydra.sweeper.n_trials=2",
+        *optuna_overrides(tiny_root, tmp_path),
         "trainer.max_epochs=4",
         "trainer.limit_train_batches=2",
         "logger=csv",
