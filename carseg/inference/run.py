@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader
 
 from carseg.errors import CarsegError
@@ -108,18 +109,24 @@ def predict(
         for name in ("pytorch_lightning", "lightning_fabric"):  # device and tip lines: not news when predicting
             logging.getLogger(name).setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", module="pytorch_lightning")
-        trainer = pl.Trainer(
-            accelerator=accelerator,
-            devices=devices,
-            num_nodes=num_nodes,
-            strategy="ddp" if devices * num_nodes > 1 else "auto",
-            precision="32-true",  # the predictor chooses its own autocast
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=progress,
-            callbacks=[writer, _StopOnSigterm()],
-        )
+        try:
+            trainer = pl.Trainer(
+                accelerator=accelerator,
+                devices=devices,
+                num_nodes=num_nodes,
+                strategy="ddp" if devices * num_nodes > 1 else "auto",
+                precision="32-true",  # the predictor chooses its own autocast
+                logger=False,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                enable_progress_bar=progress,
+                callbacks=[writer, _StopOnSigterm()],
+            )
+        except MisconfigurationException as err:  # e.g. --accelerator gpu where no GPU is visible
+            raise CarsegError(
+                f"--accelerator {accelerator} --devices {devices} --num-nodes {num_nodes}: {err} Fix: ask for what "
+                "this machine has (--accelerator cpu runs CPU processes; --devices at most the GPUs visible)"
+            ) from None
         loader = DataLoader(
             PhotoDataset(paths, remaining),
             batch_size=batch_size,

@@ -152,3 +152,11 @@ def _cli_subprocess(args):
     import sys
 
     return subprocess.run([sys.executable, "-m", "carseg.cli", *args], capture_output=True, text=True)
+
+
+def test_asking_for_a_missing_gpu_is_one_clear_error(best_ckpt, photos, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here: asking for one is no error")
+    args = ["predict", str(photos), "--ckpt", str(best_ckpt), "--out", str(tmp_path / "o"), "--accelerator", "gpu"]
+    result = _cli_subprocess(args)
+    assert result.returncode == 2 and "--accelerator gpu" in result.stderr and "Traceback" not in result.stderr
