@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install train evaluate test test-fast lint format data bench bench-data bench-train bench-infer bench-predict bench-ceiling bench-carvana clean
-CARVANA_SAMPLE ?= ../shared/carvana/sample_full
+.PHONY: help install train evaluate test test-fast lint format data bench bench-data bench-train bench-infer bench-predict bench-ceiling bench-carvana device-bundle device-check clean
+CARVANA ?= ../shared/carvana
+CARVANA_SAMPLE ?= $(CARVANA)/sample_full
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -66,6 +67,12 @@ bench-carvana: install  ## the real-data recipe: train experiment=carvana_cpu (<
 		--out bench/carvana_cpu.json --figures docs/results $(ARGS)
 
 bench: bench-data bench-train bench-infer bench-predict  ## the speed benchmarks (bench-carvana, an hour of training, runs on its own)
+
+device-bundle: install  ## wheels and real photos for `make device-check` on an offline GPU machine -> .device/ (<= 55 MiB)
+	$(PY) device/bundle.py --out .device --carvana $(CARVANA)
+
+device-check:  ## on a GPU machine, with .device/ in the tree: install from it, GPU tests, benchmarks, short run -> the folder OUT
+	python3 device/check.py --bundle .device $(ARGS)
 
 clean:  ## remove logs and generated data (keeps .venv)
 	rm -rf logs data .pytest_cache .ruff_cache

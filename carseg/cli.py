@@ -138,13 +138,22 @@ def _bench_train(args: argparse.Namespace) -> None:
     if args.smoke:
         run(**SMOKE, out=args.out)
     else:
-        run(steps=args.steps, out=args.out, data_dir=args.data)
+        cuda = args.device == "cuda"
+        run(
+            steps=args.steps or (10 if cuda else 4),
+            warmup=3 if cuda else 2,
+            rss=not cuda,
+            out=args.out,
+            data_dir=args.data,
+            device=args.device,
+        )
 
 
 def _bench_infer(args: argparse.Namespace) -> None:
     from carseg.bench.infer import run
 
-    run(args.dir, args.ckpt, args.images, compile_=not args.no_compile, rss=not args.smoke, out=args.out)
+    rss = not args.smoke and args.device == "cpu"
+    run(args.dir, args.ckpt, args.images, compile_=not args.no_compile, rss=rss, out=args.out, device=args.device)
 
 
 def _bench_predict(args: argparse.Namespace) -> None:
@@ -258,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("train_args", nargs="*", help="more train.py overrides (key=value)")
     recipe.set_defaults(func=_bench_recipe)
     bench_train = bench.add_parser("train", help="training images/s: carseg's Trainer path vs a bare PyTorch loop")
-    bench_train.add_argument("--steps", type=int, default=4)
+    bench_train.add_argument("--steps", type=int, help="timed steps per measurement (default: 4 on cpu, 10 on cuda)")
+    bench_train.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     bench_train.add_argument("--data", help="a Carvana-layout folder of real files: also measure loader rates")
     bench_train.add_argument("--smoke", action="store_true", help="a tiny run that checks the benchmark works")
     bench_train.add_argument("--out", default="bench/train.json")
@@ -268,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_infer.add_argument("--ckpt", help="a trained checkpoint (default: an untrained U-Net ResNet-34)")
     bench_infer.add_argument("--images", type=int, default=3)
     bench_infer.add_argument("--no-compile", action="store_true")
+    bench_infer.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     bench_infer.add_argument("--smoke", action="store_true", help="no memory measurement")
     bench_infer.add_argument("--out", default="bench/infer.json")
     bench_infer.set_defaults(func=_bench_infer)

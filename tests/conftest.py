@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 
 from carseg.data.synthetic import SynthSpec, write_synthetic
-from tests.helpers import SHARED_CARVANA, TINY
+from tests.helpers import SAMPLE_FULL, TINY
 
 # session fixtures that train a model: a test that uses them trains too
 TRAINING_FIXTURES = {"trained", "best_ckpt"}
@@ -73,7 +73,7 @@ def tiny_data(tiny_root: Path) -> Path:
 
 @pytest.fixture
 def sample_full() -> Path:
-    path = SHARED_CARVANA / "sample_full"
+    path = SAMPLE_FULL
     if not path.is_dir():
         pytest.skip(f"real Carvana sample not found at {path} (see the project README: real data tests)")
     return path

@@ -19,6 +19,8 @@ from omegaconf import DictConfig, open_dict
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SHARED_CARVANA = ROOT.parent / "shared" / "carvana"
+# the real full-size validation photos (a machine without ../shared names its own copy, as the device check does)
+SAMPLE_FULL = Path(os.environ.get("CARSEG_SAMPLE_FULL") or SHARED_CARVANA / "sample_full")
 TINY = {"num_cars": 6, "width": 144, "height": 96, "seed": 1}
 TINY_PAIRS = TINY["num_cars"] * 16  # photos in the tiny set: 16 angles per car, as in Carvana
 

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from carseg.bench.measure import peak_rss_mb, random_checkpoint
 from carseg.bench.report import show, write
 from carseg.data.io import read_image
+from carseg.errors import CarsegError
 from carseg.inference.export import export_onnx
 from carseg.inference.predictor import Predictor
 
@@ -24,7 +26,7 @@ AGREEMENT_TO_COUNT = 0.999
 
 def forward_gflops(predictor: Predictor, shape: tuple[int, int]) -> float:
     """Counted GFLOP of one forward pass at `shape` (padded as the model pads)."""
-    x = torch.zeros(1, 3, *shape)
+    x = torch.zeros(1, 3, *shape, device=predictor.device)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         predictor.module(x)
     return counter.get_total_flops() / 1e9
@@ -46,8 +48,13 @@ def run(
     compile_: bool = True,
     rss: bool = True,
     out: str | Path = "bench/infer.json",
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Time eager fp32, channels_last, bf16, torch.compile and ONNX Runtime at the images' own size."""
+    """Time eager fp32, channels_last, bf16, torch.compile and ONNX Runtime at the images' own size on `device`
+    (cpu or cuda; on cuda torch.compile runs in bf16, and ONNX Runtime with the CUDA provider where present)."""
+    cuda = device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise CarsegError("bench infer --device cuda: no CUDA device is visible; run it on a GPU machine")
     files = sorted(Path(data_dir, "train").glob("*.jpg"))[:images] or sorted(Path(data_dir).glob("*.jpg"))[:images]
     pictures = [read_image(f) for f in files]
     shape = pictures[0].shape[:2]
@@ -60,33 +67,48 @@ def run(
         "channels_last + bf16 autocast": {"ckpt": ckpt, "precision": "bf16", "channels_last": True},
     }
     if compile_:
-        paths["torch.compile fp32 (channels_last)"] = {"ckpt": ckpt, "precision": "32", "compile": True}
-    paths["ONNX Runtime fp32"] = {"onnx": onnx_path, "threads": torch.get_num_threads()}
+        precision = "bf16" if cuda else "32"
+        paths[f"torch.compile {'bf16' if cuda else 'fp32'} (channels_last)"] = {
+            "ckpt": ckpt,
+            "precision": precision,
+            "compile": True,
+        }
+    providers = ort.get_available_providers()
+    provider = "CUDAExecutionProvider" if cuda and "CUDAExecutionProvider" in providers else "CPUExecutionProvider"
+    paths[f"ONNX Runtime fp32 ({provider})"] = {"onnx": onnx_path, "threads": torch.get_num_threads()}
     reference = None
     gflop = None
     rows = []
     for name, kwargs in paths.items():
-        predictor = Predictor(input_size=None, **kwargs)  # native size: the full-resolution path
+        # native size: the full-resolution path
+        predictor = Predictor(input_size=None, device=device, **kwargs)
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
         if gflop is None:
             gflop = forward_gflops(predictor, shape)
         seconds, masks = time_path(predictor, pictures, warmup=2 if kwargs.get("compile") else 1)
         if reference is None:
             reference = masks
         agreement = float((masks == reference).mean())
-        rows.append(
-            {
-                "path": name,
-                "s/img": round(seconds, 3),
-                "img/s": round(1 / seconds, 3),
-                "GFLOP/s": round(gflop / seconds, 1),
-                "mask agreement": round(agreement, 5),
-                "counts": agreement >= AGREEMENT_TO_COUNT,
-            }
-        )
+        row = {
+            "path": name,
+            "s/img": round(seconds, 3),
+            "img/s": round(1 / seconds, 3),
+            "GFLOP/s": round(gflop / seconds, 1),
+            "mask agreement": round(agreement, 5),
+            "counts": agreement >= AGREEMENT_TO_COUNT,
+        }
+        if cuda:
+            row["peak GPU MiB"] = round(torch.cuda.max_memory_allocated() / 2**20)
+        rows.append(row)
     fastest = min((r for r in rows if r["counts"]), key=lambda r: r["s/img"])
-    show(f"Full-resolution inference, {shape[1]}x{shape[0]}, batch 1, {gflop:.0f} GFLOP/forward ({ckpt.name})", rows)
+    where = torch.cuda.get_device_name() if cuda else "cpu"
+    show(f"Full-resolution inference on {where}, {shape[1]}x{shape[0]}, batch 1, {gflop:.0f} GFLOP/forward", rows)
     print(f"carseg: fastest path that agrees with fp32 on >= {AGREEMENT_TO_COUNT:.1%} of pixels: {fastest['path']}")
     payload: dict[str, Any] = {
+        "device": where,
+        "torch": torch.__version__,
         "image_size": list(shape),
         "checkpoint": str(ckpt),
         "gflop_per_forward": gflop,

@@ -20,6 +20,7 @@ from carseg.build import build
 from carseg.config import model_config
 from carseg.data.carvana import scan
 from carseg.data.datamodule import CarvanaDataset
+from carseg.errors import CarsegError
 from carseg.models.module import IMAGENET_MEAN, IMAGENET_STD
 
 SETTINGS = {  # name: (channels_last, bf16)
@@ -56,66 +57,83 @@ class Case:
     warmup: int
     channels_last: bool
     bf16: bool
+    device: str = "cpu"
 
 
+# (model, size, batch) of each measurement, per device: on a GPU also Carvana's full size (1918x1280, padded)
+CASES: dict[str, list[tuple[str, tuple[int, int], int]]] = {
+    "cpu": [("unet_resnet34", (320, 480), 8), ("unet_resnet18_light", (160, 240), 8)],
+    "cuda": [("unet_resnet34", (320, 480), 16), ("unet_resnet34", (1280, 1920), 4)],
+}
 # A tiny run that checks the benchmark works (CI), not a measurement.
 SMOKE: dict[str, Any] = {
-    "models": ("unet_resnet18_light",),
-    "sizes": {"unet_resnet18_light": (64, 96)},
-    "batch": 2,
+    "cases": [("unet_resnet18_light", (64, 96), 2)],
     "steps": 1,
     "warmup": 1,
     "rss": False,
 }
 
 
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def bare_loop(case: Case) -> float:
     """Images/s of the loop a user writes by hand: normalise, forward, loss, backward, optimiser step, with
     the network, loss and optimiser of the model's config (the reference carseg's path is measured against)."""
     torch.manual_seed(0)
-    size, batch, steps, warmup, channels_last, bf16 = (
+    size, batch, steps, warmup, channels_last, bf16, device = (
         case.size,
         case.batch,
         case.steps,
         case.warmup,
         case.channels_last,
         case.bf16,
+        case.device,
     )
     cfg = model_config(case.model)
-    net = build(cfg.net, "model.net")
+    net = build(cfg.net, "model.net").to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     net.train()
     opt = instantiate(cfg.optimizer, params=net.parameters())
     loss_fn = build(cfg.loss, "model.loss")
     data = _Batches(size, batch)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
-    x_u8, y = data.images, data.masks
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+    x_u8, y_cpu = (data.images.pin_memory(), data.masks.pin_memory()) if device == "cuda" else (data.images, data.masks)
     for step in range(warmup + steps):
         if step == warmup:
+            _sync(device)
             start = time.perf_counter()
-        x = (x_u8.float() - mean) / std
+        # each step moves its batch to the device, as a loader's batches are
+        x = (x_u8.to(device, non_blocking=True).float() - mean) / std
+        y = y_cpu.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             logits = net(x)
         loss = loss_fn(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    _sync(device)
     return steps * batch / (time.perf_counter() - start)
 
 
 class _StepTimer(pl.Callback):
-    def __init__(self, warmup: int):
-        self.warmup, self.start, self.end, self.steps = warmup, 0.0, 0.0, 0
+    def __init__(self, warmup: int, device: str):
+        self.warmup, self.device, self.start, self.end, self.steps = warmup, device, 0.0, 0.0, 0
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         if trainer.global_step == self.warmup:
+            _sync(self.device)
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step >= trainer.max_steps:
+            _sync(self.device)
         self.end = time.perf_counter()
         self.steps = trainer.global_step - self.warmup
 
@@ -125,9 +143,10 @@ def carseg_loop(case: Case) -> float:
     torch.manual_seed(0)
     channels_last, bf16, warmup, steps, batch = case.channels_last, case.bf16, case.warmup, case.steps, case.batch
     module = build_module(case.model, [f"model.channels_last={str(channels_last).lower()}"])
-    timer = _StepTimer(warmup)
+    timer = _StepTimer(warmup, case.device)
     trainer = pl.Trainer(
-        accelerator="cpu",
+        accelerator="gpu" if case.device == "cuda" else "cpu",
+        benchmark=case.device == "cuda" or None,
         devices=1,
         precision="bf16-mixed" if bf16 else "32-true",
         max_steps=warmup + steps,
@@ -139,22 +158,25 @@ def carseg_loop(case: Case) -> float:
         limit_val_batches=0,
         callbacks=[timer],
     )
-    loader = DataLoader(_Batches(case.size, batch), batch_size=batch, num_workers=0)
+    loader = DataLoader(_Batches(case.size, batch), batch_size=batch, num_workers=0, pin_memory=case.device == "cuda")
     trainer.fit(module, train_dataloaders=loader)
     return timer.steps * batch / (timer.end - timer.start)
 
 
-def loader_rows(data_dir: Path, sizes: dict[str, tuple[int, int]], rows: list[dict[str, Any]]) -> list[dict]:
+def loader_rows(
+    data_dir: Path, cases: list[tuple[str, tuple[int, int], int]], rows: list[dict[str, Any]]
+) -> list[dict]:
     """Images/s of one loader worker (reduced decode, RLE masks) at each training size, and what a fast
     GPU would need: workers for 1,000 images/s."""
     records = scan(data_dir, "auto")[:48]
     out = []
-    for model, size in sizes.items():
+    for model, size, _ in cases:
         per_worker = loader_rate(CarvanaDataset(records, size), workers=0)
-        step = max((r["carseg img/s"] for r in rows if r["model"] == model), default=None)
+        name = f"{size[0]}x{size[1]}"
+        step = max((r["carseg img/s"] for r in rows if r["model"] == model and r["size"] == name), default=None)
         out.append(
             {
-                "size": f"{size[0]}x{size[1]}",
+                "size": name,
                 "loader img/s per worker": round(per_worker, 1),
                 f"{model} step img/s (fastest setting)": step,
                 "workers for a 1,000 img/s GPU": math.ceil(1000 / per_worker),
@@ -163,40 +185,45 @@ def loader_rows(data_dir: Path, sizes: dict[str, tuple[int, int]], rows: list[di
     return out
 
 
+def _gpu_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
+
+
 def run(
-    models: tuple[str, ...] = ("unet_resnet34", "unet_resnet18_light"),
-    sizes: dict[str, tuple[int, int]] | None = None,
-    batch: int = 8,
+    cases: list[tuple[str, tuple[int, int], int]] | None = None,
     steps: int = 4,
     warmup: int = 2,
     rss: bool = True,
     out: str | Path = "bench/train.json",
     data_dir: str | Path | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Measure both paths for every model and setting in this process, one after the other."""
-    sizes = sizes or {"unet_resnet34": (320, 480), "unet_resnet18_light": (160, 240)}
+    """Measure both paths for every (model, size, batch) case and setting in this process, one after the
+    other, on `device` (cpu or cuda; on cuda also the peak GPU memory of each)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CarsegError("bench train --device cuda: no CUDA device is visible; run it on a GPU machine")
+    cases = [(m, tuple(s), b) for m, s, b in (cases or CASES[device])]
     rows = []
-    for model in models:
-        size = sizes[model]
+    for model, size, batch in cases:
         for setting, (channels_last, bf16) in SETTINGS.items():
-            case = Case(model, size, batch, steps, warmup, channels_last, bf16)
-            bare = bare_loop(case)
-            ours = carseg_loop(case)
-            rows.append(
-                {
-                    "model": model,
-                    "size": f"{size[0]}x{size[1]}",
-                    "setting": setting,
-                    "batch": batch,
-                    "bare img/s": round(bare, 2),
-                    "carseg img/s": round(ours, 2),
-                    "carseg/bare": round(ours / bare, 3),
-                }
-            )
-    show(f"Training speed, carseg vs a bare PyTorch loop ({steps} timed steps after {warmup})", rows)
-    payload: dict[str, Any] = {"train": rows}
+            case = Case(model, size, batch, steps, warmup, channels_last, bf16, device)
+            row: dict[str, Any] = {"model": model, "size": f"{size[0]}x{size[1]}", "setting": setting, "batch": batch}
+            for name, loop in (("bare", bare_loop), ("carseg", carseg_loop)):
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                row[f"{name} img/s"] = round(loop(case), 2)
+                if device == "cuda":
+                    row[f"{name} peak GPU MiB"] = round(torch.cuda.max_memory_allocated() / 2**20)
+            row["carseg/bare"] = round(row["carseg img/s"] / row["bare img/s"], 3)
+            rows.append(row)
+    show(
+        f"Training speed on {_gpu_name(device)}, carseg vs a bare PyTorch loop ({steps} timed steps after {warmup})",
+        rows,
+    )
+    payload: dict[str, Any] = {"device": _gpu_name(device), "torch": torch.__version__, "train": rows}
     if data_dir is not None and Path(data_dir, "train").is_dir():
-        payload["loader"] = loader_rows(Path(data_dir), sizes, rows)
+        payload["loader"] = loader_rows(Path(data_dir), cases, rows)
         show(f"Input pipeline per worker ({data_dir}), next to the training step", payload["loader"])
     if rss:
         payload["peak_rss_mb"] = {

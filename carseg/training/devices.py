@@ -10,25 +10,53 @@ import torch
 from carseg.errors import CarsegError
 from carseg.hardware import training_precision
 
-GPUS_HELP = "give a number of GPUs (2), -1 for all, or a list of ids"
+GPUS_HELP = (
+    "accepted: a number of GPUs (trainer.gpus=2), -1 for all visible GPUs, 0 for the CPU, a string of GPU ids "
+    "(trainer.gpus='\"0,1\"') or a list of ids (trainer.gpus=[0,1])"
+)
 
 
-def _gpu_count(gpus: Any) -> int:
+def _bad(gpus: Any) -> CarsegError:
+    return CarsegError(f"trainer.gpus={gpus!r} is not a GPU choice; {GPUS_HELP}")
+
+
+def _gpu_id(value: Any, gpus: Any) -> int:
+    if isinstance(value, bool):
+        raise _bad(gpus)
+    try:
+        gpu = int(str(value).strip())
+    except ValueError:
+        raise _bad(gpus) from None
+    if gpu < 0:
+        raise _bad(gpus)
+    return gpu
+
+
+def parse_gpus(gpus: Any) -> int | list[int]:
+    """`trainer.gpus` as Lightning 1.x took it → a number of GPUs (-1: all visible) or a list of GPU ids.
+
+    An int or a string of one number is a count ("2", 2; -1 for all, 0 for the CPU); a string with commas
+    ("0,1", or "3," for GPU 3) or a list is the ids. Anything else raises one clear error naming the forms.
+    """
     if isinstance(gpus, (list, tuple)):
-        return len(gpus)
+        ids = [_gpu_id(g, gpus) for g in gpus]
+        if not ids or len(set(ids)) != len(ids):
+            raise _bad(gpus)
+        return ids
     if isinstance(gpus, str):
-        gpus = gpus.strip()
-        if "," in gpus:
-            return len([g for g in gpus.split(",") if g.strip()])
-        try:
-            gpus = int(gpus)
-        except ValueError:
-            raise CarsegError(f"trainer.gpus={gpus!r}: {GPUS_HELP}") from None
-    if gpus == -1:
-        return torch.cuda.device_count()
-    if not isinstance(gpus, int) or gpus < -1:
-        raise CarsegError(f"trainer.gpus={gpus!r}: {GPUS_HELP}")
-    return gpus
+        text = gpus.strip()
+        if "," in text:
+            return parse_gpus([g for g in text.split(",") if g.strip()] or [""])
+        gpus = text
+    if isinstance(gpus, bool):
+        raise _bad(gpus)
+    try:
+        count = int(gpus) if isinstance(gpus, (int, str)) else None
+    except ValueError:
+        count = None
+    if count is None or count < -1:
+        raise _bad(gpus)
+    return torch.cuda.device_count() if count == -1 else count
 
 
 def resolve_trainer_args(args: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +68,13 @@ def resolve_trainer_args(args: dict[str, Any]) -> dict[str, Any]:
     args = dict(args)
     gpus = args.pop("gpus", None)
     if gpus is not None:
-        wanted, visible = _gpu_count(gpus), torch.cuda.device_count()
+        chosen, visible = parse_gpus(gpus), torch.cuda.device_count()
+        wanted = len(chosen) if isinstance(chosen, list) else chosen
+        if visible == 0 and str(gpus).strip() == "-1":
+            raise CarsegError(
+                "trainer.gpus=-1 asks for all visible GPUs but none is visible. "
+                "Fix: train on CPU with trainer.gpus=0 (or trainer=cpu), or check CUDA_VISIBLE_DEVICES and the driver"
+            )
         if wanted > visible:
             shown = os.environ.get("CUDA_VISIBLE_DEVICES")
             raise CarsegError(
@@ -48,10 +82,16 @@ def resolve_trainer_args(args: dict[str, Any]) -> dict[str, Any]:
                 + (f" (CUDA_VISIBLE_DEVICES={shown})" if shown is not None else "")
                 + ". Fix: lower trainer.gpus, or train on CPU with trainer=cpu (trainer=ddp_cpu for 2 processes)"
             )
+        missing = [g for g in chosen if g >= visible] if isinstance(chosen, list) else []
+        if missing:
+            raise CarsegError(
+                f"trainer.gpus={gpus!r} names GPU id(s) {missing} but the visible GPUs are 0..{visible - 1}"
+                ". Fix: name visible ids, or give a number of GPUs"
+            )
         if wanted == 0:
             args.update(accelerator="cpu", devices=1)
         else:
-            args.update(accelerator="gpu", devices=list(gpus) if isinstance(gpus, (list, tuple)) else wanted)
+            args.update(accelerator="gpu", devices=chosen)
             if wanted > 1 and args.get("strategy") in (None, "auto"):
                 args["strategy"] = "ddp"
     if args.get("precision", "auto") == "auto":

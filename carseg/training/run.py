@@ -102,12 +102,12 @@ def _check_callbacks(callbacks: list[Any], metric: str, mode: str) -> None:
 
 def _build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
     metric, mode = monitored(cfg)
+    trainer_args = resolve_trainer_args(OmegaConf.to_container(cfg.trainer, resolve=True))
     datamodule = build(cfg.datamodule, "datamodule", _convert_="all")
     model = build(cfg.model, "model", _recursive_=False)
     callbacks = _instantiate_group(cfg.get("callbacks"), "callbacks")
     _check_callbacks(callbacks, metric, mode)
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"), "logger")
-    trainer_args = resolve_trainer_args(OmegaConf.to_container(cfg.trainer, resolve=True))
     trainer = build(trainer_args, "trainer", callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

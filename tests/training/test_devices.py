@@ -38,3 +38,47 @@ def test_precision_auto_follows_cpu_bf16(monkeypatch):
     monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
     assert resolve_trainer_args({"precision": "auto", "accelerator": "cpu"})["precision"] == "32-true"
     assert resolve_trainer_args({"precision": "32-true"})["precision"] == "32-true"
+
+
+@pytest.mark.parametrize(
+    ("gpus", "devices"),
+    [(2, 2), ("2", 2), (-1, 4), ("-1", 4), ("0,1", [0, 1]), ("1,3", [1, 3]), ("3,", [3]), ([0, 1], [0, 1])],
+)
+def test_gpus_takes_what_lightning_1_users_type(monkeypatch, gpus, devices):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    args = resolve_trainer_args({"gpus": gpus, "strategy": "auto"})
+    assert args["accelerator"] == "gpu" and args["devices"] == devices
+    assert args["strategy"] == ("ddp" if (len(devices) if isinstance(devices, list) else devices) > 1 else "auto")
+
+
+@pytest.mark.parametrize("gpus", ["abc", "", "1.5", 1.5, True, -2, "-2", [0, "x"], [], [0, 0], [-1], {"a": 1}, "0,,x"])
+def test_anything_else_is_one_line_naming_the_key_and_the_forms(gpus):
+    with pytest.raises(CarsegError) as error:
+        resolve_trainer_args({"gpus": gpus})
+    text = str(error.value)
+    assert text.startswith("trainer.gpus=") and "\n" not in text
+    assert all(form in text for form in ("trainer.gpus=2", "-1", "0 for the CPU", "0,1", "trainer.gpus=[0,1]"))
+
+
+@pytest.mark.parametrize("gpus", [1, "1", -1 + 3, "0,1", [0], [1, 2]])
+def test_without_a_gpu_every_gpu_form_is_the_count_error(monkeypatch, gpus):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(CarsegError, match=r"asks for \d GPU\(s\) but 0 are visible.*trainer=cpu"):
+        resolve_trainer_args({"gpus": gpus})
+
+
+def test_ids_beyond_the_visible_gpus_are_named(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(CarsegError, match=r"names GPU id\(s\) \[5\] but the visible GPUs are 0..1"):
+        resolve_trainer_args({"gpus": [0, 5]})
+
+
+def test_gpus_minus_one_without_a_gpu_is_an_error_and_zero_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for gpus in (-1, "-1"):
+        with pytest.raises(CarsegError, match="trainer.gpus=-1 asks for all visible GPUs but none is visible"):
+            resolve_trainer_args({"gpus": gpus})
+    assert resolve_trainer_args({"gpus": "0", "precision": "32-true"})["accelerator"] == "cpu"
