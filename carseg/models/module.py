@@ -11,8 +11,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchmetrics import MaxMetric
-from torchmetrics.classification import BinaryF1Score, BinaryJaccardIndex
+from torchmetrics.classification import BinaryF1Score
 
+from carseg.models.metrics import BinaryIoU
 from carseg.models.padding import DEFAULT_MULTIPLE, effective_multiple, pad_to_multiple
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -64,8 +65,8 @@ class SegmentationModule(pl.LightningModule):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
         # Metrics get boolean predictions (logit > logit(threshold)): no sigmoid, no input validation per step.
         self.logit_threshold = threshold_logit(threshold)
-        self.train_iou = BinaryJaccardIndex(validate_args=False)
-        self.val_iou = BinaryJaccardIndex(validate_args=False)
+        self.train_iou = BinaryIoU()
+        self.val_iou = BinaryIoU()
         self.val_dice = BinaryF1Score(validate_args=False)
         self.val_iou_best = MaxMetric()
 
