@@ -97,6 +97,7 @@ def bare_loop(case: Case) -> float:
         case.device,
     )
     cfg = model_config(case.model)
+    torch.backends.cudnn.benchmark = device == "cuda"  # as carseg's Trainer sets it on a GPU
     net = build(cfg.net, "model.net").to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
