@@ -109,6 +109,7 @@ def _predict(args: argparse.Namespace) -> None:
         num_nodes=args.num_nodes,
         accelerator=args.accelerator,
         workers=args.workers,
+        shadow=args.shadow,
     )
     if summary is None:  # the other processes of a multi-process run: the first one reports
         return
@@ -130,6 +131,36 @@ def _export(args: argparse.Namespace) -> None:
 
     out = export_onnx(args.ckpt, args.out, args.opset)
     print(f"carseg: exported {args.ckpt} to {out}")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import os
+
+    import uvicorn
+
+    from carseg.runs import checkpoints_in
+    from carseg.serving.app import ServeConfig, create_app
+
+    if args.port < 0 or args.port > 65535:
+        raise CarsegError(f"--port {args.port}: give 0..65535")
+    config = ServeConfig(
+        ckpt=[str(p) for p in checkpoints_in(args.ckpt)] if args.ckpt else None,
+        onnx=args.onnx,
+        workers=args.workers,
+        queue=args.queue,
+        max_upload_mb=args.max_upload_mb,
+        max_megapixels=args.max_megapixels,
+        api_key=args.api_key or os.environ.get("CARSEG_API_KEY") or None,
+        predictor={"tta": args.tta, "precision": args.precision, "refine_radius": args.refine_radius},
+    )
+    if args.workers < 1 or args.queue < 0:
+        raise CarsegError(f"--workers {args.workers} --queue {args.queue}: need at least 1 worker and 0 waiting places")
+    app = create_app(config)
+    shown = "localhost" if args.host in ("127.0.0.1", "0.0.0.0") else args.host
+    print(f"carseg: serving on http://{shown}:{args.port}/ (API docs: /docs, metrics: /metrics)")
+    if args.host != "127.0.0.1" and not config.api_key:
+        print(f"carseg: warning: listening on {args.host} without --api-key: anyone who reaches it can use it")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
 
 
 def _bench_train(args: argparse.Namespace) -> None:
@@ -213,6 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--out", help="folder for <name>_mask.png, <name>_cutout.png (and _composite.jpg)")
     pred.add_argument("--background", help="composite over this colour (white, #1e90ff) or image file")
     pred.add_argument("--feather", type=float, default=0.0, help="soften the cut-out edge (Gaussian sigma, pixels)")
+    pred.add_argument(
+        "--shadow",
+        type=float,
+        nargs="?",
+        const=0.5,
+        default=0.0,
+        help="a soft contact shadow under the car on the --background (strength 0..1; 0.5 alone)",
+    )
     pred.add_argument("--submission", help="write Kaggle's img,rle_mask CSV here")
     pred.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     pred.add_argument(
@@ -234,6 +273,23 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--precision", default="auto", help="auto, 32, bf16 or 16 (checkpoints only)")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")
     pred.set_defaults(func=_predict)
+    serve = commands.add_parser("serve", help="background removal as a web service and page (FastAPI + uvicorn)")
+    model = serve.add_mutually_exclusive_group(required=True)
+    model.add_argument("--ckpt", help="a checkpoint, a run folder or a folder of fold runs (ensemble)")
+    model.add_argument("--onnx", help="a model written by `carseg export`")
+    serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
+    serve.add_argument("--port", type=int, default=7000)
+    serve.add_argument("--workers", type=int, default=1, help="inference threads sharing the one loaded model")
+    serve.add_argument("--queue", type=int, default=8, help="requests that may wait; beyond them: 503 + Retry-After")
+    serve.add_argument("--max-upload-mb", type=float, default=25.0)
+    serve.add_argument("--max-megapixels", type=float, default=50.0, help="larger photos are refused (413)")
+    serve.add_argument("--api-key", help="require it in X-Api-Key on every endpoint but /health (or CARSEG_API_KEY)")
+    serve.add_argument("--tta", action="store_true", help="average with the horizontally flipped photo")
+    serve.add_argument("--precision", default="auto", help="auto, 32, bf16 or 16 (checkpoints only)")
+    serve.add_argument("--refine-radius", type=int, default=0, help="guided-filter edge refinement radius (0: off)")
+    serve.add_argument("--quiet", action="store_true", help="no access log")
+    serve.set_defaults(func=_serve)
+
     export = commands.add_parser("export", help="export a checkpoint to ONNX (dynamic batch and size)")
     export.add_argument("--ckpt", required=True)
     export.add_argument("--out", required=True)

@@ -3,7 +3,9 @@ kept true (a test outside `slow` that trains or spawns fails; `gpu` tests skip w
 
 from __future__ import annotations
 
+import gzip
 import multiprocessing.process
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from carseg.data.synthetic import SynthSpec, write_synthetic
-from tests.helpers import SAMPLE_FULL, TINY
+from tests.helpers import ROOT, SAMPLE_FULL, TINY
 
 # session fixtures that train a model: a test that uses them trains too
 TRAINING_FIXTURES = {"trained", "best_ckpt"}
@@ -69,6 +71,15 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_data(tiny_root: Path) -> Path:
     return next(tiny_root.glob("synthetic_*"))
+
+
+@pytest.fixture(scope="session")
+def small_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small trained checkpoint (U-Net MobileNetV3-S at 64x96, tests/fixtures), unpacked once."""
+    ckpt = tmp_path_factory.mktemp("small_ckpt") / "unet_mnv3s_64x96.ckpt"
+    with gzip.open(ROOT / "tests/fixtures/legacy_unet_mnv3s_64x96.ckpt.gz") as src, open(ckpt, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return ckpt
 
 
 @pytest.fixture

@@ -2,9 +2,7 @@
 `trainer.gpus`, full-size bf16 channels-last training, DDP and torch.compile on one GPU, and the predictor on
 CUDA against the CPU."""
 
-import gzip
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -21,7 +19,7 @@ from carseg.errors import CarsegError
 from carseg.inference.predictor import Predictor
 from carseg.training.devices import resolve_trainer_args
 from carseg.training.run import train
-from tests.helpers import ROOT, compose_cfg, tiny_overrides
+from tests.helpers import compose_cfg, tiny_overrides
 
 pytestmark = pytest.mark.gpu
 FULL = (1280, 1918)
@@ -95,11 +93,8 @@ def test_full_size_bf16_channels_last_steps_reduce_the_loss(sample_full):
 
 
 @pytest.fixture
-def legacy_ckpt(tmp_path):
-    ckpt = tmp_path / "model.ckpt"
-    with gzip.open(ROOT / "tests/fixtures/legacy_unet_mnv3s_64x96.ckpt.gz") as src, open(ckpt, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    return ckpt
+def legacy_ckpt(small_ckpt):
+    return small_ckpt
 
 
 def test_predictor_on_cuda_agrees_with_cpu(tiny_data, legacy_ckpt):

@@ -45,10 +45,7 @@ def load_background(spec: str | Path, size: tuple[int, int]) -> np.ndarray:
                 bg = np.asarray(im.convert("RGB"))
         except OSError as err:
             raise CarsegError(f"--background {path}: cannot be read as an image ({err})") from err
-        scale = max(h / bg.shape[0], w / bg.shape[1])
-        resized = cv2.resize(bg, (max(w, round(bg.shape[1] * scale)), max(h, round(bg.shape[0] * scale))))
-        y0, x0 = (resized.shape[0] - h) // 2, (resized.shape[1] - w) // 2
-        return resized[y0 : y0 + h, x0 : x0 + w]
+        return fit_background(bg, size)
     try:
         colour = ImageColor.getrgb(str(spec))[:3]
     except ValueError as err:
@@ -56,8 +53,40 @@ def load_background(spec: str | Path, size: tuple[int, int]) -> np.ndarray:
     return np.broadcast_to(np.array(colour, np.uint8), (h, w, 3)).copy()
 
 
-def composite(image: np.ndarray, mask: np.ndarray, background: np.ndarray, feather: float = 0.0) -> np.ndarray:
-    """The car of `image` pasted on `background` (same size), RGB uint8."""
+def contact_shadow(mask: np.ndarray, strength: float = 0.5) -> np.ndarray:
+    """How much to darken the new background (float32, 0..`strength`): a soft shadow where the car meets the
+    ground, a band around the lowest car pixel of each column, widened and blurred in proportion to the car."""
+    rows, cols = np.nonzero(mask)
+    shadow = np.zeros(mask.shape, np.float32)
+    if strength <= 0 or rows.size == 0:
+        return shadow
+    height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+    columns = np.flatnonzero(mask.any(axis=0))
+    bottom = mask.shape[0] - 1 - np.argmax(mask[::-1, columns], axis=0)
+    y = np.arange(mask.shape[0])[:, None]
+    footprint = (y >= bottom - 0.02 * height) & (y <= bottom + 0.05 * height)
+    shadow[:, columns] = footprint.astype(np.float32)
+    shadow = cv2.GaussianBlur(shadow, (0, 0), sigmaX=max(1.0, 0.03 * width), sigmaY=max(1.0, 0.03 * height))
+    return np.clip(shadow / max(float(shadow.max()), 1e-6), 0.0, 1.0) * min(float(strength), 1.0)
+
+
+def fit_background(picture: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An RGB picture scaled to cover `size` (H, W), then centre-cropped to it."""
+    h, w = size
+    scale = max(h / picture.shape[0], w / picture.shape[1])
+    resized = cv2.resize(picture, (max(w, round(picture.shape[1] * scale)), max(h, round(picture.shape[0] * scale))))
+    y0, x0 = (resized.shape[0] - h) // 2, (resized.shape[1] - w) // 2
+    return resized[y0 : y0 + h, x0 : x0 + w]
+
+
+def composite(
+    image: np.ndarray, mask: np.ndarray, background: np.ndarray, feather: float = 0.0, shadow: float = 0.0
+) -> np.ndarray:
+    """The car of `image` pasted on `background` (same size), RGB uint8; `shadow` (0..1) darkens the ground
+    under the car by that much at most (`contact_shadow`)."""
     alpha = alpha_matte(mask, feather)[..., None]
-    out = image.astype(np.float32) * alpha + background.astype(np.float32) * (1 - alpha)
+    ground = background.astype(np.float32)
+    if shadow > 0:
+        ground *= 1.0 - contact_shadow(mask.astype(bool), shadow)[..., None]
+    out = image.astype(np.float32) * alpha + ground * (1 - alpha)
     return (out + 0.5).astype(np.uint8)

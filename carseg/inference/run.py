@@ -79,6 +79,7 @@ def predict(
     num_nodes: int = 1,
     accelerator: str = "auto",
     workers: int = 2,
+    shadow: float = 0.0,
 ) -> PredictionSummary | None:
     """Predict every input; write `<stem>_mask.png`, `<stem>_cutout.png` (and `<stem>_composite.jpg` with a
     background) into `out`, and/or Kaggle's `img,rle_mask` rows into `submission`. Photos that cannot be read
@@ -100,7 +101,11 @@ def predict(
     run_id = os.environ[RUN_ID_ENV]
     complete = _complete(paths, out_dir, csv_path, background)
     remaining = [i for i in range(len(paths)) if i not in complete]
-    writer = OutputWriter(run_id, out_dir, csv_path, background, feather)
+    if shadow and background is None:
+        raise CarsegError("--shadow darkens the ground of a composite: give --background too")
+    if not 0 <= shadow <= 1:
+        raise CarsegError(f"--shadow {shadow}: give a strength from 0 to 1 (0.5 when the flag stands alone)")
+    writer = OutputWriter(run_id, out_dir, csv_path, background, feather, shadow)
     if not remaining:  # parts of a run stopped after its last photo still get merged
         rows, failed = _finish(paths, csv_path, writer, world=1)
     else:

@@ -129,10 +129,11 @@ class OutputWriter(BasePredictionWriter):
         submission: Path | None,
         background: str | None = None,
         feather: float = 0.0,
+        shadow: float = 0.0,
     ):
         super().__init__(write_interval="batch")
         self.run_id, self.out_dir, self.submission = run_id, out_dir, submission
-        self.background, self.feather = background, feather
+        self.background, self.feather, self.shadow = background, feather, shadow
         self.rows: TextIO | None = None
         self.failures: TextIO | None = None
         self.written = 0
@@ -185,7 +186,8 @@ class OutputWriter(BasePredictionWriter):
             atomic_save(Image.fromarray(cutout(image, mask, self.feather)), files[1])
             if self.background is not None:
                 bg = load_background(self.background, image.shape[:2])
-                atomic_save(Image.fromarray(composite(image, mask, bg, self.feather)), files[2], quality=95)
+                picture = composite(image, mask, bg, self.feather, self.shadow)
+                atomic_save(Image.fromarray(picture), files[2], quality=95)
         if self.rows is not None:
             self.rows.write(_csv_line([index, path.name, rle_encode(mask)]))  # one write: a row is whole or cut
             self.rows.flush()

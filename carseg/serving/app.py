@@ -1,0 +1,352 @@
+"""The web service: rembg's and remove.bg's endpoints, a page, health and metrics, on one loaded model."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import cv2
+import numpy as np
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import ImageColor
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from carseg.errors import CarsegError
+from carseg.inference.background import composite, cutout, fit_background, load_background
+from carseg.inference.predictor import Predictor
+from carseg.serving.images import UploadError, decode_photo, encode
+from carseg.serving.queue import BoundedQueue, QueueFull
+from carseg.serving.telemetry import Telemetry
+
+REMOVEBG = "/v1.0/removebg"
+OPEN_PATHS = ("/health",)
+RETRY_AFTER_S = 2
+# remove.bg's output sizes, as the most pixels of the result (None: the photo's own size)
+REMOVEBG_SIZES = {
+    "auto": None,
+    "full": None,
+    "4k": None,
+    "50mp": None,
+    "preview": 0.25e6,
+    "small": 0.25e6,
+    "regular": 0.25e6,
+    "medium": 1.5e6,
+    "hd": 4e6,
+}
+REMOVEBG_TYPES = ("auto", "car", "transportation")
+
+
+@dataclass
+class ServeConfig:
+    """What `carseg serve` is started with."""
+
+    ckpt: str | list[str] | None = None
+    onnx: str | None = None
+    workers: int = 1
+    queue: int = 8
+    max_upload_mb: float = 25.0
+    max_megapixels: float = 50.0
+    api_key: str | None = None
+    predictor: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Render:
+    """What to make of a photo and its mask."""
+
+    fmt: str = "png"
+    only_mask: bool = False
+    background: str | np.ndarray | None = None
+    feather: float = 0.0
+    shadow: float = 0.0
+    max_pixels: float | None = None
+
+
+def parse_colour(text: str, field_name: str) -> str:
+    """A colour as rembg (`r,g,b[,a]`), remove.bg (`81d4fa`) or CSS (`white`, `#1e90ff`) write it → `#rrggbb`."""
+    text = text.strip()
+    parts = text.split(",")
+    try:
+        if len(parts) in (3, 4):
+            rgb = tuple(int(p) for p in parts[:3])
+            if not all(0 <= c <= 255 for c in rgb):
+                raise ValueError
+        else:
+            hex_digits = len(text) in (3, 6) and all(c in "0123456789abcdefABCDEF" for c in text)
+            rgb = ImageColor.getrgb(f"#{text}" if hex_digits else text)[:3]
+    except ValueError:
+        raise UploadError(
+            400, "bad_colour", f"{field_name}={text!r}: write r,g,b, a hex code or a colour name"
+        ) from None
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def _shrink(image: np.ndarray, mask: np.ndarray, max_pixels: float | None) -> tuple[np.ndarray, np.ndarray]:
+    h, w = mask.shape
+    if max_pixels is None or h * w <= max_pixels:
+        return image, mask
+    scale = (max_pixels / (h * w)) ** 0.5
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), small
+
+
+def render(image: np.ndarray, mask: np.ndarray, how: Render) -> tuple[bytes, str, np.ndarray]:
+    """The encoded result, its content type and the mask at the result's size."""
+    image, mask = _shrink(image, mask, how.max_pixels)
+    if how.only_mask:
+        picture = mask.astype(np.uint8) * 255
+    elif how.background is not None:
+        size = mask.shape
+        if isinstance(how.background, np.ndarray):
+            ground = fit_background(how.background, size)
+        else:
+            try:
+                ground = load_background(how.background, size)
+            except CarsegError as err:
+                raise UploadError(400, "bad_background", str(err).replace("--background", "background")) from None
+        picture = composite(image, mask, ground, how.feather, how.shadow)
+    else:
+        if how.shadow:
+            raise UploadError(400, "shadow_without_background", "shadow darkens a new background: give one too")
+        picture = cutout(image, mask, how.feather)
+    data, content_type = encode(picture, how.fmt)
+    return data, content_type, mask
+
+
+def _foreground_box(mask: np.ndarray) -> dict[str, int]:
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return {"top": 0, "left": 0, "width": 0, "height": 0}
+    return {
+        "top": int(rows.min()),
+        "left": int(cols.min()),
+        "width": int(cols.max() - cols.min() + 1),
+        "height": int(rows.max() - rows.min() + 1),
+    }
+
+
+def _error(path: str, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """remove.bg's error shape on its endpoint, FastAPI's `detail` (what rembg's clients read) elsewhere."""
+    if path.startswith(REMOVEBG):
+        body: dict[str, Any] = {"errors": [{"title": message, "code": code}]}
+    else:
+        body = {"detail": message, "code": code}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def create_app(config: ServeConfig, predictor: Predictor | None = None) -> FastAPI:
+    """The app, with the model loaded once (or `predictor`, already loaded)."""
+    if (config.ckpt is None) == (config.onnx is None) and predictor is None:
+        raise CarsegError("carseg serve: give exactly one of --ckpt or --onnx")
+    if config.max_upload_mb <= 0 or config.max_megapixels <= 0:
+        raise CarsegError("--max-upload-mb and --max-megapixels must be positive")
+    predictor = predictor or Predictor(ckpt=config.ckpt, onnx=config.onnx, **config.predictor)
+    queue = BoundedQueue(config.workers, config.queue)
+    telemetry = Telemetry()
+    limit = int(config.max_upload_mb * 2**20)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        queue.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="carseg",
+        summary="Cut cars out of photos: rembg- and remove.bg-compatible endpoints, a page, health and metrics.",
+        version="0.1.0",
+    )
+    app.state.predictor, app.state.queue, app.state.telemetry = predictor, queue, telemetry
+
+    @app.middleware("http")
+    async def guard_and_measure(request: Request, call_next: Any) -> Response:
+        start, path = time.perf_counter(), request.url.path
+        if config.api_key and path not in OPEN_PATHS:
+            given = request.headers.get("x-api-key", "")
+            if not secrets.compare_digest(given.encode(), config.api_key.encode()):
+                response: Response = _error(path, 403, "auth_failed", "missing or wrong API key: send it in X-Api-Key")
+                return _count(request, response, start)
+        length = request.headers.get("content-length")
+        if request.method == "POST" and length and length.isdigit() and int(length) > limit:
+            response = _error(
+                path,
+                413,
+                "upload_too_large",
+                f"upload of {int(length) / 2**20:.1f} MB; the limit is {config.max_upload_mb:g} MB",
+            )
+            return _count(request, response, start)
+        response = await call_next(request)
+        return _count(request, response, start)
+
+    def _count(request: Request, response: Response, start: float) -> Response:
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", None) or ("/static" if request.url.path.startswith("/static") else "other")
+        telemetry.requests.labels(endpoint, str(response.status_code)).inc()
+        telemetry.latency.labels(endpoint).observe(time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(UploadError)
+    async def upload_error(request: Request, err: UploadError) -> JSONResponse:
+        return _error(request.url.path, err.status, err.code, err.message)
+
+    @app.exception_handler(QueueFull)
+    async def queue_full(request: Request, err: QueueFull) -> JSONResponse:
+        telemetry.rejected.inc()
+        message = f"all {queue.capacity} places are taken; retry in {RETRY_AFTER_S} s"
+        return _error(request.url.path, 503, "busy", message, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_fields(request: Request, err: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in err.errors()
+        )
+        return _error(request.url.path, 422, "bad_field", f"bad request fields ({problems})")
+
+    async def read_upload(upload: UploadFile | None, field_name: str, required: bool, hint: str) -> bytes | None:
+        if upload is None or isinstance(upload, str):
+            if required:
+                raise UploadError(400, "missing_file", f"no {field_name!r} in the request: {hint}")
+            return None
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise UploadError(
+                413, "upload_too_large", f"field {field_name!r} is over the {config.max_upload_mb:g} MB limit"
+            )
+        return data
+
+    async def process(
+        photo: bytes, field_name: str, how: Render, background: tuple[str, bytes | None]
+    ) -> tuple[bytes, str, np.ndarray]:
+        def job() -> tuple[bytes, str, np.ndarray]:
+            image = decode_photo(photo, field_name, config.max_megapixels)
+            if background[1] is not None:
+                how.background = decode_photo(background[1], background[0], config.max_megapixels)
+            mask = predictor.masks([image])[0]
+            return render(image, mask, how)
+
+        telemetry.queue_depth.set(queue.pending + 1)
+        try:
+            return await queue.run(job)
+        finally:
+            telemetry.queue_depth.set(queue.pending)
+
+    @app.get("/health", summary="Liveness and the loaded model")
+    async def health() -> dict[str, Any]:
+        model = config.ckpt or config.onnx
+        return {"status": "ok", "model": str(model), "queue": queue.pending, "capacity": queue.capacity}
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(
+        "/api/remove",
+        summary="Cut the car out (rembg's endpoint)",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+    )
+    async def remove(
+        file: UploadFile | None = File(None, description="the photo (JPEG, PNG or WebP)"),
+        om: bool = Form(False, description="only the mask (rembg's option)"),
+        bgc: str | None = Query(None, description="background colour: r,g,b[,a] (rembg), hex or name"),
+        bg: str | None = Form(None, description="background: a colour, or gradient:<top>:<bottom>"),
+        bg_file: UploadFile | None = File(None, description="background image"),
+        feather: float = Form(0.0, ge=0, le=50, description="soften the edge (Gaussian sigma, pixels)"),
+        format: str = Form("png", description="png, jpg or webp"),
+        shadow: float = Form(0.0, ge=0, le=1, description="contact shadow under the car (0..1), with a background"),
+        model: str | None = Form(None, description="accepted for rembg's clients; carseg has its one model"),
+    ) -> Response:
+        photo = await read_upload(file, "file", True, "send the photo as the multipart field 'file'")
+        background_file = await read_upload(bg_file, "bg_file", False, "")
+        background = parse_colour(bgc, "bgc") if bgc else bg
+        how = Render(fmt=format.lower(), only_mask=om, background=background, feather=feather, shadow=shadow)
+        data, content_type, _ = await process(photo, "file", how, ("bg_file", background_file))
+        return Response(data, media_type=content_type)
+
+    @app.post(
+        REMOVEBG,
+        summary="Cut the car out (remove.bg's endpoint)",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "application/json": {}}}},
+    )
+    async def removebg(
+        request: Request,
+        image_file: UploadFile | None = File(None, description="the photo"),
+        image_file_b64: str | None = Form(None, description="the photo, base64"),
+        image_url: str | None = Form(None, description="not supported: send image_file"),
+        size: str = Form("auto", description="auto, preview, small, regular, medium, hd, full, 4k"),
+        type: str = Form("auto", description="auto, car or transportation: carseg cuts out cars"),
+        format: str = Form("auto", description="auto, png, jpg or webp"),
+        bg_color: str | None = Form(None, description="background colour: hex (81d4fa) or name"),
+        bg_image_file: UploadFile | None = File(None, description="background image"),
+        channels: str = Form("rgba", description="rgba (the cut-out) or alpha (the mask alone)"),
+    ) -> Response:
+        if image_url:
+            raise UploadError(400, "unsupported_image_url", "image_url: this server fetches nothing; send image_file")
+        photo = await read_upload(image_file, "image_file", False, "")
+        if photo is None and image_file_b64:
+            try:
+                photo = base64.b64decode(image_file_b64, validate=True)
+            except ValueError:
+                raise UploadError(400, "invalid_b64", "image_file_b64 is not valid base64") from None
+        if photo is None:
+            raise UploadError(400, "missing_source", "no image given: send image_file (or image_file_b64)")
+        size_key, type_key, fmt, channels = size.lower(), type.lower(), format.lower(), channels.lower()
+        if size_key not in REMOVEBG_SIZES:
+            raise UploadError(400, "invalid_size", f"size={size!r}: choose one of {', '.join(REMOVEBG_SIZES)}")
+        if type_key not in REMOVEBG_TYPES:
+            raise UploadError(
+                400, "invalid_type", f"type={type!r}: this server cuts out cars ({', '.join(REMOVEBG_TYPES)})"
+            )
+        if channels not in ("rgba", "alpha"):
+            raise UploadError(400, "invalid_channels", f"channels={channels!r}: choose rgba or alpha")
+        background_file = await read_upload(bg_image_file, "bg_image_file", False, "")
+        has_background = bool(bg_color) or background_file is not None
+        if fmt == "auto":
+            fmt = "jpg" if has_background and channels == "rgba" else "png"
+        if fmt not in ("png", "jpg", "webp"):
+            raise UploadError(400, "invalid_format", f"format={format!r}: choose auto, png, jpg or webp")
+        how = Render(
+            fmt=fmt,
+            only_mask=channels == "alpha",
+            background=parse_colour(bg_color, "bg_color") if bg_color else None,
+            max_pixels=REMOVEBG_SIZES[size_key] or config.max_megapixels * 1e6,
+        )
+        data, content_type, mask = await process(photo, "image_file", how, ("bg_image_file", background_file))
+        box = _foreground_box(mask)
+        headers = {
+            "X-Type": "car",
+            "X-Width": str(mask.shape[1]),
+            "X-Height": str(mask.shape[0]),
+            "X-Credits-Charged": "0",
+            **{f"X-Foreground-{k.title()}": str(v) for k, v in box.items()},
+        }
+        if "application/json" in request.headers.get("accept", ""):
+            body = {
+                "data": {
+                    "result_b64": base64.b64encode(data).decode(),
+                    **{f"foreground_{k}": v for k, v in box.items()},
+                }
+            }
+            return Response(json.dumps(body), media_type="application/json", headers=headers)
+        return Response(data, media_type=content_type, headers=headers)
+
+    static = resources.files("carseg.serving") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse((static / "index.html").read_text())
+
+    return app

@@ -1,0 +1,80 @@
+"""Photos in and pictures out over HTTP: uploads checked before they are decoded, results encoded."""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FORMATS = {"png": ("PNG", "image/png"), "jpg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
+
+
+@dataclass
+class UploadError(Exception):
+    """A request the server refuses: HTTP status, a short machine-readable code and a message for people."""
+
+    status: int
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def decode_photo(data: bytes, field: str, max_megapixels: float) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of an uploaded JPEG, PNG or WebP, EXIF rotation applied. The size is read from the
+    header first, so an oversized photo is refused before any pixel is decoded."""
+    if not data:
+        raise UploadError(400, "empty_upload", f"field {field!r} is empty: send the photo's bytes")
+    if data[:8] == PNG_SIGNATURE and len(data) >= 24:  # PIL does not identify a PNG whose header says 0 pixels
+        width, height = struct.unpack(">II", data[16:24])
+        if width == 0 or height == 0:
+            raise UploadError(400, "empty_image", f"field {field!r}: the image is {width}x{height} pixels")
+    try:
+        with warnings.catch_warnings():  # the limit below is the server's own
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        message = f"field {field!r}: over {limit:.0f} megapixels; the limit is {max_megapixels:g}"
+        raise UploadError(413, "too_many_pixels", message) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UploadError(
+            415, "not_an_image", f"field {field!r} is not a JPEG, PNG or WebP image ({type(err).__name__})"
+        ) from None
+    width, height = image.size
+    if width == 0 or height == 0:
+        raise UploadError(400, "empty_image", f"field {field!r}: the image is {width}x{height} pixels")
+    megapixels = width * height / 1e6
+    if megapixels > max_megapixels:
+        raise UploadError(
+            413,
+            "too_many_pixels",
+            f"field {field!r}: {width}x{height} is {megapixels:.1f} megapixels; the limit is {max_megapixels:g}",
+        )
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as err:
+        raise UploadError(400, "corrupt_image", f"field {field!r}: truncated or corrupt image data ({err})") from None
+
+
+def encode(picture: np.ndarray, fmt: str, quality: int = 95) -> tuple[bytes, str]:
+    """PNG, JPEG or WebP bytes of an RGB, RGBA or grey uint8 array, and the content type. JPEG has no alpha:
+    an RGBA picture is flattened on white."""
+    if fmt not in FORMATS:
+        raise UploadError(400, "bad_format", f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    name, content_type = FORMATS[fmt]
+    if name == "JPEG" and picture.ndim == 3 and picture.shape[2] == 4:
+        alpha = picture[..., 3:].astype(np.float32) / 255
+        picture = (picture[..., :3] * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
+    buffer = io.BytesIO()
+    options = {"quality": quality} if name in ("JPEG", "WEBP") else {"compress_level": 1}
+    Image.fromarray(picture).save(buffer, name, **options)
+    return buffer.getvalue(), content_type

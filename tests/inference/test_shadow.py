@@ -1,0 +1,29 @@
+import numpy as np
+
+from carseg.inference.background import composite, contact_shadow
+
+
+def _car(height: int = 200, width: int = 300) -> np.ndarray:
+    mask = np.zeros((height, width), bool)
+    mask[60:140, 50:250] = True  # the body
+    mask[140:150, 70:100] = mask[140:150, 200:230] = True  # two wheels reach the ground
+    return mask
+
+
+def test_contact_shadow_lies_under_the_car_and_nowhere_above():
+    mask = _car()
+    shadow = contact_shadow(mask, strength=0.6)
+    assert 0.59 < shadow.max() <= 0.6 and shadow.min() >= 0
+    assert shadow[:100].max() < 1e-3  # nothing on the roof or the sky
+    assert shadow[150, 85] > 0.3 and shadow[150, 215] > 0.3  # under the wheels
+    assert shadow[150:, :20].max() < shadow[150, 85] / 4  # fading out beside the car
+    assert not contact_shadow(np.zeros((10, 10), bool)).any() and not contact_shadow(mask, 0).any()
+
+
+def test_composite_with_a_shadow_keeps_the_car_and_darkens_the_ground():
+    mask = _car()
+    image = np.full((*mask.shape, 3), 90, np.uint8)
+    white = np.full_like(image, 255)
+    plain, shaded = composite(image, mask, white), composite(image, mask, white, shadow=0.5)
+    assert np.array_equal(plain[mask], shaded[mask])
+    assert shaded[152, 85].max() < 200 and (shaded[:50] == 255).all()

@@ -1,0 +1,256 @@
+"""The web service in-process (FastAPI's TestClient): both APIs, options, bad input, access, the queue, metrics."""
+
+import base64
+import io
+import resource
+import struct
+import threading
+import zlib
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from carseg.inference.predictor import Predictor
+from carseg.serving.app import ServeConfig, create_app
+
+
+def png_bytes(picture: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def jpeg_bytes(picture: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def zero_size_png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 0, 0, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def photo(tiny_data) -> np.ndarray:
+    return np.asarray(Image.open(sorted((tiny_data / "train").glob("*.jpg"))[0]).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def predictor(small_ckpt) -> Predictor:
+    return Predictor(ckpt=small_ckpt, device="cpu", precision="32")
+
+
+@pytest.fixture(scope="module")
+def expected_mask(predictor, photo) -> np.ndarray:
+    return predictor.masks([decode(png_bytes(photo))])[0]
+
+
+def client_for(small_ckpt, predictor, **options) -> TestClient:
+    return TestClient(create_app(ServeConfig(ckpt=str(small_ckpt), **options), predictor=predictor))
+
+
+@pytest.fixture(scope="module")
+def client(small_ckpt, predictor) -> TestClient:
+    with client_for(small_ckpt, predictor) as c:
+        yield c
+
+
+def test_remove_returns_the_cutout_whose_alpha_is_the_mask(client, photo, expected_mask):
+    assert 0.05 < expected_mask.mean() < 0.95
+    response = client.post("/api/remove", files={"file": ("car.png", png_bytes(photo), "image/png")})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    rgba = decode(response.content)
+    assert rgba.shape == (*photo.shape[:2], 4)
+    assert np.array_equal(rgba[..., 3] > 127, expected_mask.astype(bool))
+    assert np.array_equal(rgba[..., :3][expected_mask.astype(bool)], photo[expected_mask.astype(bool)])
+
+
+def test_remove_options_mask_formats_and_backgrounds(client, photo, expected_mask):
+    files = {"file": ("car.png", png_bytes(photo), "image/png")}
+    mask = decode(client.post("/api/remove", files=files, data={"om": "true"}).content)
+    assert mask.ndim == 2 and np.array_equal(mask > 127, expected_mask.astype(bool))
+    for fmt, content_type in (("jpg", "image/jpeg"), ("webp", "image/webp")):
+        response = client.post("/api/remove", files=files, data={"format": fmt})
+        assert (
+            response.headers["content-type"] == content_type and decode(response.content).shape[:2] == photo.shape[:2]
+        )
+    blue = decode(client.post("/api/remove?bgc=0,0,255,255", files=files).content)
+    outside = ~expected_mask.astype(bool)
+    assert blue.shape[2] == 3 and (blue[outside] == [0, 0, 255]).all()
+    gradient = decode(client.post("/api/remove", files=files, data={"bg": "gradient:#000000:#ffffff"}).content)
+    assert gradient[0][outside[0]].mean() < 30 < 225 < gradient[-1][outside[-1]].mean()
+    wall = np.full((10, 20, 3), (200, 30, 40), np.uint8)
+    uploaded = decode(client.post("/api/remove", files={**files, "bg_file": ("bg.png", png_bytes(wall))}).content)
+    assert (uploaded[outside] == [200, 30, 40]).all()
+
+
+def test_shadow_darkens_only_the_ground_under_the_car(client, photo, expected_mask):
+    files = {"file": ("car.png", png_bytes(photo), "image/png")}
+    plain = decode(client.post("/api/remove", files=files, data={"bg": "white"}).content).astype(int)
+    shaded = decode(client.post("/api/remove", files=files, data={"bg": "white", "shadow": "0.6"}).content).astype(int)
+    car = expected_mask.astype(bool)
+    assert np.array_equal(plain[car], shaded[car])
+    assert (shaded[~car] <= plain[~car]).all() and shaded[~car].mean() < plain[~car].mean() - 1
+    refused = client.post("/api/remove", files=files, data={"shadow": "0.5"})
+    assert refused.status_code == 400 and "background" in refused.json()["detail"]
+
+
+def test_removebg_endpoint_speaks_remove_bg(client, photo, expected_mask):
+    files = {"image_file": ("car.jpg", jpeg_bytes(photo), "image/jpeg")}
+    response = client.post("/v1.0/removebg", files=files)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert response.headers["x-type"] == "car" and int(response.headers["x-width"]) == photo.shape[1]
+    rows, cols = np.nonzero(decode(response.content)[..., 3] > 127)
+    assert (
+        int(response.headers["x-foreground-top"]) == rows.min()
+        and int(response.headers["x-foreground-left"]) == cols.min()
+    )
+    small = client.post("/v1.0/removebg", files=files, data={"size": "preview"})
+    assert decode(small.content).shape[:2] == photo.shape[:2]  # already under preview's 0.25 megapixels
+    alpha = decode(client.post("/v1.0/removebg", files=files, data={"channels": "alpha"}).content)
+    assert alpha.ndim == 2
+    coloured = client.post("/v1.0/removebg", files=files, data={"bg_color": "81d4fa"})
+    assert coloured.headers["content-type"] == "image/jpeg"  # format auto: JPEG where nothing is transparent
+    b64 = base64.b64encode(jpeg_bytes(photo)).decode()
+    as_json = client.post("/v1.0/removebg", data={"image_file_b64": b64}, headers={"Accept": "application/json"})
+    result = as_json.json()["data"]
+    assert decode(base64.b64decode(result["result_b64"])).shape[2] == 4 and result["foreground_top"] == rows.min()
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "code"),
+    [
+        ({"type": "person"}, 400, "invalid_type"),
+        ({"format": "zip"}, 400, "invalid_format"),
+        ({"size": "huge"}, 400, "invalid_size"),
+        ({"channels": "rgb"}, 400, "invalid_channels"),
+        ({"bg_color": "not-a-colour"}, 400, "bad_colour"),
+    ],
+)
+def test_removebg_errors_have_its_shape(client, photo, fields, status, code):
+    files = {"image_file": ("car.jpg", jpeg_bytes(photo), "image/jpeg")}
+    response = client.post("/v1.0/removebg", files=files, data=fields)
+    assert response.status_code == status
+    (error,) = response.json()["errors"]
+    assert error["code"] == code and list(fields)[0] in error["title"]
+
+
+def test_removebg_without_an_image_or_with_a_url(client):
+    missing = client.post("/v1.0/removebg", data={"size": "auto"})
+    assert missing.status_code == 400 and missing.json()["errors"][0]["code"] == "missing_source"
+    url = client.post("/v1.0/removebg", data={"image_url": "https://example.com/car.jpg"})
+    assert url.status_code == 400 and "image_file" in url.json()["errors"][0]["title"]
+
+
+def _truncated_jpeg(photo: np.ndarray) -> bytes:
+    data = jpeg_bytes(photo)
+    return data[: len(data) // 2]
+
+
+def _hundred_megapixels() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("1", (10_000, 10_000)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("make", "status", "words"),
+    [
+        (lambda p: b"", 400, "empty"),
+        (lambda p: b"this is not a photo at all", 415, "not a JPEG, PNG or WebP"),
+        (_truncated_jpeg, 400, "truncated or corrupt"),
+        (lambda p: _hundred_megapixels(), 413, "100.0 megapixels; the limit is 50"),
+        (lambda p: zero_size_png(), 400, "0x0 pixels"),
+    ],
+    ids=["empty", "not-an-image", "truncated-jpeg", "100-megapixels", "0x0-png"],
+)
+def test_bad_uploads_get_a_4xx_naming_the_problem_and_the_server_goes_on(client, photo, make, status, words):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    response = client.post("/api/remove", files={"file": ("x.jpg", make(photo), "image/jpeg")})
+    assert response.status_code == status and words in response.json()["detail"]
+    assert "'file'" in response.json()["detail"]
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 150  # a 100-megapixel photo is refused from its header, never decoded (300 MB as RGB)
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.post("/api/remove", files={"file": ("car.png", png_bytes(photo))}).status_code == 200
+
+
+def test_a_wrong_field_name_names_the_right_one(client, photo):
+    response = client.post("/api/remove", files={"image": ("car.png", png_bytes(photo), "image/png")})
+    assert response.status_code == 400 and "'file'" in response.json()["detail"]
+    no_body = client.post("/api/remove")
+    assert no_body.status_code == 400 and "'file'" in no_body.json()["detail"]
+    bad_value = client.post("/api/remove", files={"file": ("car.png", png_bytes(photo))}, data={"feather": "lots"})
+    assert bad_value.status_code == 422 and "feather" in bad_value.json()["detail"]
+
+
+def test_uploads_over_the_limit_are_refused(small_ckpt, predictor, photo):
+    big = np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)  # ~120 KB as PNG
+    with client_for(small_ckpt, predictor, max_upload_mb=0.05) as small:
+        response = small.post("/api/remove", files={"file": ("big.png", png_bytes(big), "image/png")})
+        assert response.status_code == 413 and "the limit is 0.05 MB" in response.json()["detail"]
+        ok = small.post("/api/remove", files={"file": ("car.jpg", jpeg_bytes(photo), "image/jpeg")})
+        assert ok.status_code == 200
+
+
+def test_api_key_guards_everything_but_health(small_ckpt, predictor, photo):
+    files = {"file": ("car.png", png_bytes(photo), "image/png")}
+    with client_for(small_ckpt, predictor, api_key="s3cret") as guarded:
+        assert guarded.get("/health").status_code == 200
+        for path in ("/", "/metrics", "/docs"):
+            assert guarded.get(path).status_code == 403
+        refused = guarded.post("/api/remove", files=files)
+        assert refused.status_code == 403 and "X-Api-Key" in refused.json()["detail"]
+        wrong = guarded.post("/v1.0/removebg", files={"image_file": files["file"]}, headers={"X-Api-Key": "guess"})
+        assert wrong.status_code == 403 and wrong.json()["errors"][0]["code"] == "auth_failed"
+        assert guarded.post("/api/remove", files=files, headers={"X-Api-Key": "s3cret"}).status_code == 200
+
+
+def test_a_full_queue_answers_503_with_retry_after(small_ckpt, photo):
+    gate, started = threading.Event(), threading.Event()
+
+    class SlowPredictor(Predictor):
+        def masks(self, images):
+            started.set()
+            gate.wait(30)
+            return super().masks(images)
+
+    slow = SlowPredictor(ckpt=small_ckpt, device="cpu", precision="32")
+    files = {"file": ("car.png", png_bytes(photo), "image/png")}
+    with client_for(small_ckpt, slow, workers=1, queue=0) as busy:
+        first: dict = {}
+        worker = threading.Thread(target=lambda: first.update(r=busy.post("/api/remove", files=files)))
+        worker.start()
+        assert started.wait(30)
+        refused = busy.post("/api/remove", files=files)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "2"
+        assert "retry" in refused.json()["detail"]
+        assert "carseg_queue_depth 1.0" in busy.get("/metrics").text
+        gate.set()
+        worker.join(30)
+        assert first["r"].status_code == 200
+        assert "carseg_queue_rejected_total 1.0" in busy.get("/metrics").text
+
+
+def test_health_metrics_docs_and_page(client, photo):
+    client.post("/api/remove", files={"file": ("car.png", png_bytes(photo), "image/png")})
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["capacity"] == 9
+    metrics = client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert 'carseg_requests_total{endpoint="/api/remove",status="200"}' in metrics.text
+    assert 'carseg_request_seconds_bucket{endpoint="/api/remove",le="0.05"}' in metrics.text
+    assert client.get("/docs").status_code == 200 and "/v1.0/removebg" in client.get("/openapi.json").text
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert "api/remove" in client.get("/static/app.js").text
