@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install train evaluate test test-fast lint format data bench bench-data bench-train bench-infer bench-predict bench-ceiling bench-carvana device-bundle device-check clean
+.PHONY: help install train evaluate test test-fast lint format data bench bench-data bench-train bench-infer bench-predict bench-serve bench-ceiling bench-carvana device-bundle device-check clean
 CARVANA ?= ../shared/carvana
 CARVANA_SAMPLE ?= $(CARVANA)/sample_full
 
@@ -59,6 +59,9 @@ bench-infer: install  ## full-resolution inference paths (eager, channels_last, 
 bench-predict: install  ## carseg predict at full size, 1 and 2 processes; hours for Kaggle's 100,064 photos -> bench/predict.json
 	$(VENV)/bin/carseg bench predict $(CARVANA_SAMPLE) --out bench/predict.json $(ARGS)
 
+bench-serve: install  ## `carseg serve` on 127.0.0.1 under 32 requests at concurrency 1, 4, 16 -> bench/serve.json
+	$(VENV)/bin/carseg bench serve $(CARVANA_SAMPLE) --out bench/serve.json $(ARGS)
+
 bench-ceiling: install  ## the full-size IoU a perfect model reaches at 160x240 and 320x480 -> bench/ceiling.json
 	$(VENV)/bin/carseg bench ceiling $(CARVANA_SAMPLE) --out bench/ceiling.json $(ARGS)
 
@@ -66,7 +69,7 @@ bench-carvana: install  ## the real-data recipe: train experiment=carvana_cpu (<
 	$(VENV)/bin/carseg bench recipe --experiment carvana_cpu --eval-dir $(CARVANA_SAMPLE) \
 		--out bench/carvana_cpu.json --figures docs/results $(ARGS)
 
-bench: bench-data bench-train bench-infer bench-predict  ## the speed benchmarks (bench-carvana, an hour of training, runs on its own)
+bench: bench-data bench-train bench-infer bench-predict bench-serve  ## the speed benchmarks (bench-carvana, an hour of training, runs on its own)
 
 device-bundle: install  ## wheels and real photos for `make device-check` on an offline GPU machine -> .device/ (<= 55 MiB)
 	$(PY) device/bundle.py --out .device --carvana $(CARVANA)

@@ -1,4 +1,4 @@
-"""The `carseg` console script: data sets (synth, check, cache, download), predict, export and benchmarks.
+"""The `carseg` console script: data sets (synth, check, cache, download), predict, serve, export and benchmarks.
 
 Training and evaluation have their own Hydra entry points (`carseg-train`, `carseg-evaluate`). Each command
 below imports what it needs when it runs, so that `carseg --help` and the data commands start without
@@ -193,6 +193,12 @@ def _bench_predict(args: argparse.Namespace) -> None:
     run(args.dir, args.ckpt, args.images, tuple(args.processes), args.accelerator, args.out)
 
 
+def _bench_serve(args: argparse.Namespace) -> None:
+    from carseg.bench.serve import run
+
+    run(args.dir, args.ckpt, args.requests, tuple(args.concurrency), args.workers, args.queue, out=args.out)
+
+
 def _bench_ceiling(args: argparse.Namespace) -> None:
     from carseg.bench.ceiling import run
 
@@ -275,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.set_defaults(func=_predict)
     serve = commands.add_parser("serve", help="background removal as a web service and page (FastAPI + uvicorn)")
     model = serve.add_mutually_exclusive_group(required=True)
-    model.add_argument("--ckpt", help="a checkpoint, a run folder or a folder of fold runs (ensemble)")
+    model.add_argument("--ckpt", nargs="+", help="checkpoints, run folders or a folder of fold runs (an ensemble)")
     model.add_argument("--onnx", help="a model written by `carseg export`")
     serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
     serve.add_argument("--port", type=int, default=7000)
@@ -346,6 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench_predict.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
     bench_predict.add_argument("--out", default="bench/predict.json")
     bench_predict.set_defaults(func=_bench_predict)
+    bench_serve = bench.add_parser("serve", help="`carseg serve` under load on 127.0.0.1: req/s, latency, memory")
+    bench_serve.add_argument("dir", help="a Carvana-layout folder (or folder of photos) to upload")
+    bench_serve.add_argument("--ckpt", help="a trained checkpoint (default: the light U-Net untrained, at 320x480)")
+    bench_serve.add_argument("--requests", type=int, default=32, help="requests per concurrency level")
+    bench_serve.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    bench_serve.add_argument("--workers", type=int, default=1)
+    bench_serve.add_argument("--queue", type=int, default=8)
+    bench_serve.add_argument("--out", default="bench/serve.json")
+    bench_serve.set_defaults(func=_bench_serve)
     return parser
 
 

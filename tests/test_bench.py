@@ -71,3 +71,15 @@ def test_bench_predict_smoke(best_ckpt, tiny_data, tmp_path):
     (row,) = json.loads(out.read_text())["runs"]
     assert row["processes"] == 1 and row["photos"] == 8 and row["img/s (running)"] > 0 and row["speed-up"] == 1
     assert row["hours for 100,064 photos"] == pytest.approx(100_064 / row["img/s (running)"] / 3600, abs=0.01)
+
+
+def test_bench_serve_smoke(small_ckpt, tiny_data, tmp_path):
+    from carseg.bench.serve import run
+
+    out = tmp_path / "serve.json"
+    run(tiny_data, ckpt=small_ckpt, requests=6, concurrency=(1, 4), workers=1, queue=0, images=2, out=out)
+    result = json.loads(out.read_text())
+    by_level = {row["concurrency"]: row for row in result["load"]}
+    assert by_level[1]["ok"] == 6 and by_level[1]["errors"] == 0 and by_level[1]["p50 ms"] > 0
+    assert by_level[4]["ok"] + by_level[4]["rejected (503)"] == 6 and by_level[4]["errors"] == 0
+    assert result["server_peak_rss_mb"] > 50 and result["capacity"] == 1

@@ -1,6 +1,10 @@
 import numpy as np
+import pytest
 
+from carseg.errors import CarsegError
 from carseg.inference.background import composite, contact_shadow
+from carseg.inference.predictor import Predictor
+from carseg.inference.run import predict
 
 
 def _car(height: int = 200, width: int = 300) -> np.ndarray:
@@ -27,3 +31,13 @@ def test_composite_with_a_shadow_keeps_the_car_and_darkens_the_ground():
     plain, shaded = composite(image, mask, white), composite(image, mask, white, shadow=0.5)
     assert np.array_equal(plain[mask], shaded[mask])
     assert shaded[152, 85].max() < 200 and (shaded[:50] == 255).all()
+
+
+def test_predict_shadow_needs_a_background_and_a_strength_in_range(small_ckpt, tiny_data, tmp_path):
+    predictor = Predictor(ckpt=small_ckpt, device="cpu", precision="32")
+    photo = sorted((tiny_data / "train").glob("*.jpg"))[0]
+    with pytest.raises(CarsegError, match="--shadow darkens the ground of a composite: give --background"):
+        predict([photo], predictor, out=tmp_path, shadow=0.5)
+    with pytest.raises(CarsegError, match="--shadow 2.0: give a strength from 0 to 1"):
+        predict([photo], predictor, out=tmp_path, background="white", shadow=2.0)
+    assert not any(tmp_path.iterdir())
