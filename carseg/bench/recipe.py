@@ -24,7 +24,15 @@ from carseg.errors import CarsegError
 
 TRAIN = [sys.executable, "-m", "carseg.entrypoints.train"]
 EVALUATE = [sys.executable, "-m", "carseg.entrypoints.evaluate"]
-SCORES = ("mean_iou", "mean_dice", "mean_iou_2class", "mean_pixel_accuracy", "mean_boundary_f1")
+SCORES = (
+    "mean_iou",
+    "mean_dice",
+    "mean_iou_2class",
+    "mean_pixel_accuracy",
+    "mean_boundary_f1",
+    "mean_edge_error",
+    "mean_edge_error_mask",
+)
 
 
 def _run(cmd: list[str]) -> float:

@@ -1,4 +1,5 @@
-"""Per-image segmentation metrics at full resolution: IoU, Dice, 2-class mean IoU, accuracy, boundary F1."""
+"""Per-image segmentation metrics at full resolution: IoU, Dice, 2-class mean IoU, accuracy, boundary F1, and
+the edge composite error of the cut-out."""
 
 from __future__ import annotations
 
@@ -50,3 +51,27 @@ def image_metrics(pred: np.ndarray, truth: np.ndarray, tolerance: int = 2) -> di
         "pixel_accuracy": (tp + tn) / p.size,
         "boundary_f1": boundary_f1(p, t, tolerance),
     }
+
+
+# a background far from the studio's greys and whites, so that a halo of the old background shows
+EDGE_BACKGROUND = (30, 144, 255)
+
+
+def edge_composite_error(
+    image: np.ndarray, alpha: np.ndarray, truth: np.ndarray, band: int = 3, background: tuple = EDGE_BACKGROUND
+) -> float:
+    """Mean absolute RGB difference (0..255) between the photo composited on `background` through `alpha`
+    and through the true mask, over the pixels within `band` pixels of the true edge (0 without an edge)."""
+    t = truth.astype(bool)
+    edge = _boundary(t) | _boundary(~t)
+    if not edge.any():
+        return 0.0
+    rows, cols = np.nonzero(edge)
+    y0, y1 = max(rows.min() - band, 0), rows.max() + band + 1
+    x0, x1 = max(cols.min() - band, 0), cols.max() + band + 1
+    near = cv2.distanceTransform((~edge[y0:y1, x0:x1]).astype(np.uint8), cv2.DIST_L2, 3) <= band
+    photo = image[y0:y1, x0:x1].astype(np.float32)
+    ground = np.asarray(background, np.float32)
+    a, m = alpha[y0:y1, x0:x1, None].astype(np.float32), t[y0:y1, x0:x1, None].astype(np.float32)
+    ours, reference = photo * a + ground * (1 - a), photo * m + ground * (1 - m)
+    return float(np.abs(ours - reference)[near].mean())

@@ -17,12 +17,12 @@ from carseg.build import build
 from carseg.console import print_config_tree
 from carseg.data.carvana import Record, scan
 from carseg.data.io import read_image, read_mask
-from carseg.evaluation.metrics import image_metrics
+from carseg.evaluation.metrics import edge_composite_error, image_metrics
 from carseg.evaluation.plots import plot_curves, prediction_panels
 from carseg.inference.background import composite, load_background
 from carseg.inference.predictor import Predictor
 
-METRICS = ["iou", "dice", "iou_2class", "pixel_accuracy", "boundary_f1"]
+METRICS = ["iou", "dice", "iou_2class", "pixel_accuracy", "boundary_f1", "edge_error", "edge_error_mask"]
 
 
 def _records(cfg: DictConfig) -> tuple[list[Record], str]:
@@ -40,9 +40,9 @@ def _panel_rows(predictor: Predictor, records: list[Record], background: str, fe
     for record in records:
         image = read_image(record.image)
         truth = read_mask(record, image.shape[:2])
-        pred = predictor.masks([image])[0]
+        ((pred, alpha),) = predictor.mattes([image])
         bg = load_background(background, image.shape[:2])
-        rows.append((record.image.stem, image, truth, pred, composite(image, pred, bg, feather)))
+        rows.append((record.image.stem, image, truth, pred, composite(image, pred, bg, feather, alpha=alpha)))
     return rows
 
 
@@ -70,9 +70,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     records, source = _records(cfg)
     rows = []
     images = ((r, read_image(r.image)) for r in track(records, description=f"evaluating {len(records)} images"))
-    for record, pred in predictor.batched(images, int(cfg.get("batch_size", 4))):
+    pairs = (((record, image), image) for record, image in images)
+    for (record, image), (pred, alpha) in predictor.batched_mattes(pairs, int(cfg.get("batch_size", 4))):
         truth = read_mask(record, pred.shape)
         metrics = image_metrics(pred, truth, cfg.boundary_tolerance)
+        # the cut-out's edge: through the model's alpha, and through the 0/1 mask (the old cut-out)
+        metrics["edge_error"] = edge_composite_error(image, alpha, truth)
+        metrics["edge_error_mask"] = edge_composite_error(image, pred, truth)
         rows.append({"image": record.image.name, "car_id": record.car_id, "angle": record.angle, **metrics})
     table = pd.DataFrame(rows).sort_values("image")
     table.to_csv(out / "per_image.csv", index=False)

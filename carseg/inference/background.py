@@ -11,18 +11,19 @@ from PIL import Image, ImageColor
 from carseg.errors import CarsegError
 
 
-def alpha_matte(mask: np.ndarray, feather: float = 0.0) -> np.ndarray:
-    """float32 alpha in 0..1 from a 0/1 mask, its edge softened by a Gaussian of `feather` pixels."""
-    alpha = mask.astype(np.float32)
+def alpha_matte(mask: np.ndarray, feather: float = 0.0, alpha: np.ndarray | None = None) -> np.ndarray:
+    """float32 alpha in 0..1: the model's `alpha` (its probabilities) where given, else the 0/1 mask; its edge
+    softened by a Gaussian of `feather` pixels."""
+    alpha = (mask if alpha is None else alpha).astype(np.float32)
     if feather > 0:
         alpha = cv2.GaussianBlur(alpha, (0, 0), sigmaX=feather, borderType=cv2.BORDER_REPLICATE)
     return np.clip(alpha, 0.0, 1.0)
 
 
-def cutout(image: np.ndarray, mask: np.ndarray, feather: float = 0.0) -> np.ndarray:
-    """RGBA uint8: the car, transparent elsewhere."""
-    alpha = (alpha_matte(mask, feather) * 255 + 0.5).astype(np.uint8)
-    return np.dstack([image, alpha])
+def cutout(image: np.ndarray, mask: np.ndarray, feather: float = 0.0, alpha: np.ndarray | None = None) -> np.ndarray:
+    """RGBA uint8: the car, transparent elsewhere (alpha: `alpha_matte`)."""
+    matte = (alpha_matte(mask, feather, alpha) * 255 + 0.5).astype(np.uint8)
+    return np.dstack([image, matte])
 
 
 def load_background(spec: str | Path, size: tuple[int, int]) -> np.ndarray:
@@ -80,11 +81,16 @@ def fit_background(picture: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def composite(
-    image: np.ndarray, mask: np.ndarray, background: np.ndarray, feather: float = 0.0, shadow: float = 0.0
+    image: np.ndarray,
+    mask: np.ndarray,
+    background: np.ndarray,
+    feather: float = 0.0,
+    shadow: float = 0.0,
+    alpha: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The car of `image` pasted on `background` (same size), RGB uint8; `shadow` (0..1) darkens the ground
-    under the car by that much at most (`contact_shadow`)."""
-    alpha = alpha_matte(mask, feather)[..., None]
+    """The car of `image` pasted on `background` (same size), RGB uint8, through `alpha_matte`; `shadow`
+    (0..1) darkens the ground under the car by that much at most (`contact_shadow`)."""
+    alpha = alpha_matte(mask, feather, alpha)[..., None]
     ground = background.astype(np.float32)
     if shadow > 0:
         ground *= 1.0 - contact_shadow(mask.astype(bool), shadow)[..., None]

@@ -34,6 +34,6 @@ class PredictionModule(pl.LightningModule):
         if failed and self.on_error == "stop":
             raise CarsegError(f"{failed[0][2]} (--on-error skip records such photos and goes on)")
         good = [(item, item["image"]) for item in batch if item["error"] is None]
-        masks = self.predictor.batched(good, batch_size=max(1, len(good)))  # photos of one size go together
-        done = [(item["index"], item["path"], item["image"], mask) for item, mask in masks]
+        mattes = self.predictor.batched_mattes(good, batch_size=max(1, len(good)))  # one size go together
+        done = [(item["index"], item["path"], item["image"], mask, alpha) for item, (mask, alpha) in mattes]
         return {"done": done, "failed": failed}

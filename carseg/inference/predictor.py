@@ -8,6 +8,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 import torch
@@ -19,6 +20,9 @@ from carseg.inference.refine import refine_probabilities
 from carseg.models.checkpoint import load_checkpoint
 from carseg.models.module import SegmentationModule, threshold_logit
 from carseg.models.padding import DEFAULT_MULTIPLE, pad_to_multiple
+
+# pixels on either side of the mask's edge where a cut-out's alpha is the model's probability
+MATTE_BAND = 4
 
 
 def _model_size(size: Sequence[int] | None, shape: tuple[int, int]) -> tuple[int, int] | None:
@@ -143,17 +147,37 @@ class Predictor:
         """Binary masks (N, H, W) uint8 0/1."""
         return (self.logits(images) > threshold_logit(self.threshold)).numpy().astype(np.uint8)
 
+    def mattes(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(mask, alpha) of each image: the binary mask (H, W) uint8 0/1 and the alpha matte (H, W) float32
+        0..1. Within MATTE_BAND pixels of the mask's edge the alpha is the model's own probability at full
+        size (after refinement), shifted so that 0.5 is the mask's threshold; elsewhere it is the mask, so a
+        model's faint doubts far from the car leave no veil over the new background."""
+        shifted = self.logits(images) - threshold_logit(self.threshold)
+        masks, probs = (shifted > 0).numpy().astype(np.uint8), torch.sigmoid(shifted).numpy()
+        return [(mask, edge_matte(mask, prob)) for mask, prob in zip(masks, probs, strict=True)]
+
     def batched(self, items: Iterable[tuple[Any, np.ndarray]], batch_size: int = 4) -> Iterator[tuple[Any, np.ndarray]]:
         """(key, image) pairs in → (key, mask) pairs out, batching consecutive images of the same size.
 
         A full batch is predicted before the next image is asked for, and when reading the next image
         fails, the images already read are predicted before the error goes on."""
+        return self._batched(items, batch_size, self.masks)
+
+    def batched_mattes(
+        self, items: Iterable[tuple[Any, np.ndarray]], batch_size: int = 4
+    ) -> Iterator[tuple[Any, tuple[np.ndarray, np.ndarray]]]:
+        """As `batched`, with (mask, alpha) pairs (`mattes`) in place of masks."""
+        return self._batched(items, batch_size, self.mattes)
+
+    def _batched(
+        self, items: Iterable[tuple[Any, np.ndarray]], batch_size: int, predict: Any
+    ) -> Iterator[tuple[Any, Any]]:
         pending: list[tuple[Any, np.ndarray]] = []
 
-        def flush() -> Iterator[tuple[Any, np.ndarray]]:
+        def flush() -> Iterator[tuple[Any, Any]]:
             keys, images = [k for k, _ in pending], [im for _, im in pending]
             pending.clear()
-            yield from zip(keys, self.masks(images), strict=True)
+            yield from zip(keys, predict(images), strict=True)
 
         iterator = iter(items)
         while True:
@@ -172,6 +196,16 @@ class Predictor:
                 yield from flush()
         if pending:
             yield from flush()
+
+
+def edge_matte(mask: np.ndarray, prob: np.ndarray, band: int = MATTE_BAND) -> np.ndarray:
+    """`prob` within `band` pixels of the edge of `mask` (either side), the 0/1 mask elsewhere (float32)."""
+    edge = mask != cv2.erode(mask, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    edge |= mask != cv2.dilate(mask, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    if not edge.any():
+        return mask.astype(np.float32)
+    near = cv2.distanceTransform((~edge).astype(np.uint8), cv2.DIST_L2, 3) <= band
+    return np.where(near, prob, mask).astype(np.float32)
 
 
 def _onnx_session(path: Path, threads: int | None) -> tuple[Any, float, list[int] | None, int]:

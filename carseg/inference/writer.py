@@ -172,21 +172,24 @@ class OutputWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        for index, path, image, mask in prediction["done"]:
-            self.write_photo(index, Path(path), image, mask)
+        for index, path, image, mask, alpha in prediction["done"]:
+            self.write_photo(index, Path(path), image, mask, alpha)
         for index, path, reason in prediction["failed"]:
             assert self.failures is not None
             self.failures.write(_csv_line([index, path, reason]))
             self.failures.flush()
 
-    def write_photo(self, index: int, path: Path, image: np.ndarray, mask: np.ndarray) -> None:
+    def write_photo(
+        self, index: int, path: Path, image: np.ndarray, mask: np.ndarray, alpha: np.ndarray | None = None
+    ) -> None:
+        """The 0/1 mask, the cut-out and composite through the model's alpha, the Kaggle row."""
         if self.out_dir is not None:
             files = output_files(self.out_dir, path, self.background)
             atomic_save(Image.fromarray(mask * 255), files[0])
-            atomic_save(Image.fromarray(cutout(image, mask, self.feather)), files[1])
+            atomic_save(Image.fromarray(cutout(image, mask, self.feather, alpha)), files[1])
             if self.background is not None:
                 bg = load_background(self.background, image.shape[:2])
-                picture = composite(image, mask, bg, self.feather, self.shadow)
+                picture = composite(image, mask, bg, self.feather, self.shadow, alpha)
                 atomic_save(Image.fromarray(picture), files[2], quality=95)
         if self.rows is not None:
             self.rows.write(_csv_line([index, path.name, rle_encode(mask)]))  # one write: a row is whole or cut

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchmetrics import MaxMetric
 from torchmetrics.classification import BinaryF1Score
 
-from carseg.models.metrics import BinaryIoU
+from carseg.models.metrics import BinaryIoU, BoundaryF1
 from carseg.models.padding import DEFAULT_MULTIPLE, effective_multiple, pad_to_multiple
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,7 +39,15 @@ class SegmentationModule(pl.LightningModule):
     """
 
     # what it logs, any of which can be the run's `optimized_metric`
-    LOGGED_METRICS = ("val/iou", "val/dice", "val/loss", "val/iou_best", "train/loss_epoch", "train/iou")
+    LOGGED_METRICS = (
+        "val/iou",
+        "val/dice",
+        "val/boundary_f1",
+        "val/loss",
+        "val/iou_best",
+        "train/loss_epoch",
+        "train/iou",
+    )
 
     def __init__(
         self,
@@ -68,6 +76,7 @@ class SegmentationModule(pl.LightningModule):
         self.train_iou = BinaryIoU()
         self.val_iou = BinaryIoU()
         self.val_dice = BinaryF1Score(validate_args=False)
+        self.val_boundary_f1 = BoundaryF1(tolerance=2)
         self.val_iou_best = MaxMetric()
 
     def setup(self, stage: str) -> None:
@@ -108,15 +117,18 @@ class SegmentationModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.val_iou.reset()
         self.val_dice.reset()
+        self.val_boundary_f1.reset()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         loss, logits, pred, target = self._step(batch)
         self.val_iou.update(pred, target)
         self.val_dice.update(pred, target)
+        self.val_boundary_f1.update(pred, target)
         n = target.shape[0]
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=n)
         self.log("val/iou", self.val_iou, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("val/dice", self.val_dice, on_epoch=True, batch_size=n)
+        self.log("val/boundary_f1", self.val_boundary_f1, on_epoch=True, prog_bar=True, batch_size=n)
         return {"loss": loss, "probs": logits.detach().float().sigmoid()} if batch_idx == 0 else {"loss": loss}
 
     def on_validation_epoch_end(self) -> None:

@@ -91,19 +91,22 @@ def parse_colour(text: str, field_name: str) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
-def _shrink(image: np.ndarray, mask: np.ndarray, max_pixels: float | None) -> tuple[np.ndarray, np.ndarray]:
+def _shrink(
+    image: np.ndarray, mask: np.ndarray, alpha: np.ndarray, max_pixels: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     h, w = mask.shape
     if max_pixels is None or h * w <= max_pixels:
-        return image, mask
+        return image, mask, alpha
     scale = (max_pixels / (h * w)) ** 0.5
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_AREA)
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), small
+    small_alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), (small_alpha >= 0.5).astype(np.uint8), small_alpha
 
 
-def render(image: np.ndarray, mask: np.ndarray, how: Render) -> tuple[bytes, str, np.ndarray]:
-    """The encoded result, its content type and the mask at the result's size."""
-    image, mask = _shrink(image, mask, how.max_pixels)
+def render(image: np.ndarray, mask: np.ndarray, alpha: np.ndarray, how: Render) -> tuple[bytes, str, np.ndarray]:
+    """The encoded result, its content type and the mask at the result's size. The mask answers `om` and
+    channels=alpha (0/1, as Kaggle's masks); cut-outs and composites go through the model's `alpha`."""
+    image, mask, alpha = _shrink(image, mask, alpha, how.max_pixels)
     if how.only_mask:
         picture = mask.astype(np.uint8) * 255
     elif how.background is not None:
@@ -115,11 +118,11 @@ def render(image: np.ndarray, mask: np.ndarray, how: Render) -> tuple[bytes, str
                 ground = load_background(how.background, size)
             except CarsegError as err:
                 raise UploadError(400, "bad_background", str(err).replace("--background", "background")) from None
-        picture = composite(image, mask, ground, how.feather, how.shadow)
+        picture = composite(image, mask, ground, how.feather, how.shadow, alpha)
     else:
         if how.shadow:
             raise UploadError(400, "shadow_without_background", "shadow darkens a new background: give one too")
-        picture = cutout(image, mask, how.feather)
+        picture = cutout(image, mask, how.feather, alpha)
     data, content_type = encode(picture, how.fmt)
     return data, content_type, mask
 
@@ -232,8 +235,8 @@ def create_app(config: ServeConfig, predictor: Predictor | None = None) -> FastA
             image = decode_photo(photo, field_name, config.max_megapixels)
             if background[1] is not None:
                 how.background = decode_photo(background[1], background[0], config.max_megapixels)
-            mask = predictor.masks([image])[0]
-            return render(image, mask, how)
+            ((mask, alpha),) = predictor.mattes([image])
+            return render(image, mask, alpha, how)
 
         telemetry.queue_depth.set(queue.pending + 1)
         try:

@@ -43,3 +43,24 @@ def test_iou_agrees_with_image_metrics():
     pred, truth = rng.random((20, 30)) > 0.5, rng.random((20, 30)) > 0.4
     assert iou(pred, truth) == image_metrics(pred, truth)["iou"]
     assert iou(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0
+
+
+def test_edge_composite_error_counts_halos_near_the_true_edge():
+    import numpy as np
+
+    from carseg.evaluation.metrics import edge_composite_error
+
+    truth = np.zeros((40, 60), np.uint8)
+    truth[10:30, 15:45] = 1
+    photo = np.full((40, 60, 3), 240, np.uint8)  # a pale studio
+    photo[truth.astype(bool)] = (120, 20, 20)  # a dark red car
+    assert edge_composite_error(photo, truth.astype(np.float32), truth) == 0.0
+    grown = np.zeros_like(truth)
+    grown[9:31, 14:46] = 1  # one pixel of the studio around the car: a halo
+    halo = edge_composite_error(photo, grown.astype(np.float32), truth)
+    soft = edge_composite_error(photo, np.where(grown & ~truth, 0.5, truth).astype(np.float32), truth)
+    assert 0 < soft < halo
+    far = truth.copy()
+    far[0, 0] = 1  # a wrong pixel far from the edge does not count
+    assert edge_composite_error(photo, far.astype(np.float32), truth) == 0.0
+    assert edge_composite_error(photo, np.zeros((40, 60), np.float32), np.zeros_like(truth)) == 0.0

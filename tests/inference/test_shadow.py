@@ -41,3 +41,15 @@ def test_predict_shadow_needs_a_background_and_a_strength_in_range(small_ckpt, t
     with pytest.raises(CarsegError, match="--shadow 2.0: give a strength from 0 to 1"):
         predict([photo], predictor, out=tmp_path, background="white", shadow=2.0)
     assert not any(tmp_path.iterdir())
+
+
+def test_edge_matte_keeps_probabilities_only_near_the_edge():
+    from carseg.inference.predictor import MATTE_BAND, edge_matte
+
+    mask = np.zeros((60, 60), np.uint8)
+    mask[20:40, 20:40] = 1
+    matte = edge_matte(mask, np.full((60, 60), 0.3, np.float32))
+    assert matte[30, 30] == 1.0 and matte[2, 2] == 0.0  # far inside, far outside: the mask
+    assert matte[20, 30] == matte[20 - MATTE_BAND, 30] == matte[20 + MATTE_BAND - 1, 30] == np.float32(0.3)
+    assert matte[20 - MATTE_BAND - 2, 30] == 0.0 and matte[20 + MATTE_BAND + 2, 30] == 1.0
+    assert np.array_equal(edge_matte(np.zeros((5, 5), np.uint8), np.full((5, 5), 0.2)), np.zeros((5, 5)))
