@@ -1,7 +1,9 @@
-"""Project callbacks: a few validation samples (image, true mask, prediction) each epoch."""
+"""Project callbacks: a few validation samples (image, true mask, prediction) each epoch; the wall time of each
+epoch and training stage."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +70,55 @@ class PredictionSamples(pl.Callback):
                         "trainer/global_step": trainer.global_step,
                     }
                 )
+
+
+class EpochTimes(pl.Callback):
+    """The wall time of every epoch (training, validation, checkpoint writes: all it costs), its training size
+    and images, and the sum per training size (the stages of progressive resizing), for the run's summary."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, Any]] = []
+        self._start: float | None = None
+        self._epoch, self._size, self._images = 0, None, 0
+
+    def _close(self) -> None:
+        if self._start is None:
+            return
+        seconds = time.perf_counter() - self._start
+        self.epochs.append(
+            {
+                "epoch": self._epoch,
+                "size": self._size,
+                "images": self._images,
+                "seconds": round(seconds, 1),
+                "img/s": round(self._images / seconds, 2) if seconds > 0 else None,
+            }
+        )
+        self._start = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close()
+        datamodule = getattr(trainer, "datamodule", None)
+        size = datamodule.train_size(trainer.current_epoch) if hasattr(datamodule, "train_size") else None
+        self._epoch, self._size = trainer.current_epoch, list(size) if size is not None else None
+        self._start, self._images = time.perf_counter(), 0
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        if isinstance(batch, dict) and "image" in batch:
+            self._images += int(batch["image"].shape[0])
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close()
+
+    def stages(self) -> list[dict[str, Any]]:
+        """Epochs, images and minutes per training size, in the order the sizes came."""
+        stages: dict[str, dict[str, Any]] = {}
+        for row in self.epochs:
+            key = "x".join(map(str, row["size"])) if row["size"] else "all"
+            stage = stages.setdefault(key, {"size": key, "epochs": 0, "images": 0, "seconds": 0.0})
+            stage["epochs"] += 1
+            stage["images"] += row["images"]
+            stage["seconds"] = round(stage["seconds"] + row["seconds"], 1)
+        return [{**s, "minutes": round(s["seconds"] / 60, 2)} for s in stages.values()]

@@ -21,6 +21,7 @@ from carseg.console import print_config_tree
 from carseg.errors import CarsegError
 from carseg.models.module import SegmentationModule
 from carseg.training import ddp
+from carseg.training.callbacks import EpochTimes
 from carseg.training.devices import resolve_trainer_args
 
 MODES = ("max", "min")
@@ -150,7 +151,15 @@ def _report(trainer: pl.Trainer, cfg: DictConfig, seconds: float) -> dict[str, A
         "wall_seconds": round(seconds, 1),
         "output_dir": cfg.paths.output_dir,
     }
+    timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimes)), None)
+    if timer is not None and timer.epochs:
+        summary["stages"], summary["epoch_times"] = timer.stages(), timer.epochs
     runs.write_summary(cfg.paths.output_dir, summary)
+    for stage in summary.get("stages", []):
+        print(
+            f"carseg: stage {stage['size']}: {stage['epochs']} epoch(s), {stage['minutes']:.1f} min, "
+            f"{stage['images'] / max(stage['seconds'], 1e-9):.1f} training img/s with validation and checkpoints"
+        )
     print(
         f"carseg: best {metric} = {summary['best']:.4f} ({mode}), last val/iou = {summary['last_val_iou']:.4f}, "
         f"{summary['epochs']} epochs in {seconds / 60:.1f} min\n"

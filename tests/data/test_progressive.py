@@ -11,6 +11,7 @@ from carseg.data.datamodule import CarvanaDataModule, CarvanaDataset
 from carseg.data.io import resize_pair
 from carseg.errors import CarsegError
 from carseg.models.losses import CombinedLoss
+from carseg.training.callbacks import EpochTimes
 from tests.helpers import compose_cfg, tiny_overrides
 
 
@@ -112,8 +113,16 @@ def test_training_follows_the_schedule(tiny_root, tmp_path):
     with pytest.raises(CarsegError, match="reload_dataloaders_every_n_epochs"):
         pl.Trainer(**kwargs, callbacks=[sizes], enable_progress_bar=False).fit(module, datamodule=dm)
     dm = _datamodule(tiny_root, tmp_path, *overrides)
-    trainer = pl.Trainer(**kwargs, callbacks=[sizes], enable_progress_bar=False, reload_dataloaders_every_n_epochs=1)
+    times = EpochTimes()
+    trainer = pl.Trainer(
+        **kwargs, callbacks=[sizes, times], enable_progress_bar=False, reload_dataloaders_every_n_epochs=1
+    )
     sizes.seen.clear()
     trainer.fit(module, datamodule=dm)
     assert sizes.seen == {0: {(32, 48)}, 1: {(64, 96)}}
     assert torch.isfinite(trainer.callback_metrics["val/iou"])
+    # each stage's wall time, by the size it trained at
+    assert [(e["epoch"], e["size"], e["images"]) for e in times.epochs] == [(0, [32, 48], 16), (1, [64, 96], 16)]
+    stages = times.stages()
+    assert [s["size"] for s in stages] == ["32x48", "64x96"] and all(s["seconds"] > 0 for s in stages)
+    assert sum(s["seconds"] for s in stages) == pytest.approx(sum(e["seconds"] for e in times.epochs), abs=0.2)

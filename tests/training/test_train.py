@@ -28,6 +28,10 @@ def test_outputs_stay_in_the_run_dir(trained):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["best"] == pytest.approx(best) and Path(summary["best_checkpoint"]).parent == run_dir / "checkpoints"
     assert sorted(p.name for p in (run_dir / "samples").glob("*.png"))[-1] == "epoch_005.png"
+    # the wall time of every epoch and of the one training size (a stage)
+    assert [e["epoch"] for e in summary["epoch_times"]] == list(range(6))
+    (stage,) = summary["stages"]
+    assert stage["size"] == "64x96" and stage["epochs"] == 6 and 0 < stage["seconds"] <= summary["wall_seconds"]
 
 
 def test_wandb_offline_run_holds_val_iou_and_config(trained):
