@@ -177,6 +177,7 @@ def _bench_train(args: argparse.Namespace) -> None:
             out=args.out,
             data_dir=args.data,
             device=args.device,
+            e2e=args.e2e,
         )
 
 
@@ -331,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train = bench.add_parser("train", help="training images/s: carseg's Trainer path vs a bare PyTorch loop")
     bench_train.add_argument("--steps", type=int, help="timed steps per measurement (default: 4 on cpu, 10 on cuda)")
     bench_train.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    bench_train.add_argument("--e2e", metavar="EXPERIMENT", help="also one real epoch of this recipe (carvana_cpu)")
     bench_train.add_argument("--data", help="a Carvana-layout folder of real files: also measure loader rates")
     bench_train.add_argument("--smoke", action="store_true", help="a tiny run that checks the benchmark works")
     bench_train.add_argument("--out", default="bench/train.json")

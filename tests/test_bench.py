@@ -83,3 +83,14 @@ def test_bench_serve_smoke(small_ckpt, tiny_data, tmp_path):
     assert by_level[1]["ok"] == 6 and by_level[1]["errors"] == 0 and by_level[1]["p50 ms"] > 0
     assert by_level[4]["ok"] + by_level[4]["rejected (503)"] == 6 and by_level[4]["errors"] == 0
     assert result["server_peak_rss_mb"] > 50 and result["capacity"] == 1
+
+
+def test_bench_train_end_to_end_row(tiny_root, tmp_path):
+    from carseg.bench.train import end_to_end
+    from tests.helpers import tiny_overrides
+
+    overrides = [o for o in tiny_overrides(tiny_root, tmp_path) if not o.startswith("paths.root_dir")]
+    row = end_to_end("example", model="fpn_resnet34", overrides=[*overrides, "trainer.precision=32-true"])
+    assert row["size"] == "64x96" and row["batch"] == 8 and row["epoch images"] == 64  # 4 of 6 cars, 16 photos each
+    assert row["real epoch img/s"] > 0 and row["bare step img/s"] > 0
+    assert row["real/bare"] == pytest.approx(row["real epoch img/s"] / row["bare step img/s"], rel=1e-2)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +16,11 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, Dataset
 
+from carseg import runs
 from carseg.bench.measure import build_module, loader_rate, peak_rss_mb
 from carseg.bench.report import show, write
 from carseg.build import build
-from carseg.config import model_config
+from carseg.config import compose_config, model_config
 from carseg.data.carvana import scan
 from carseg.data.datamodule import CarvanaDataset
 from carseg.errors import CarsegError
@@ -191,6 +194,36 @@ def loader_rows(
     return out
 
 
+def end_to_end(
+    experiment: str = "carvana_cpu", model: str = "unet_resnet18_light", overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """The recipe's real first epoch (loader workers decoding and augmenting, validation, checkpoint writes),
+    run as `train.py experiment=<experiment> trainer.max_epochs=1`, in training img/s, beside the bare loop's
+    step rate for the same model (`model`, the experiment's), size, batch and precision, measured right after."""
+    cfg = compose_config("train", [f"experiment={experiment}", *(overrides or [])])
+    dm = cfg.datamodule
+    size = tuple(dm.size_schedule[0]["size"]) if dm.get("size_schedule") else tuple(dm.image_size)
+    batch, bf16 = int(dm.batch_size), str(cfg.trainer.precision).startswith("bf16")
+    with tempfile.TemporaryDirectory(prefix="carseg-bench-e2e-") as tmp:
+        command = [sys.executable, "-m", "carseg.entrypoints.train", f"experiment={experiment}", *(overrides or [])]
+        command += ["trainer.max_epochs=1", "logger=csv", "print_config=false", f"hydra.run.dir={tmp}"]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise CarsegError(f"bench train --e2e: the training run failed:\n{done.stderr[-2000:]}")
+        (epoch,) = runs.read_summary(tmp)["epoch_times"][:1]
+    bare = bare_loop(Case(model, size, batch, 4, 2, True, bf16))
+    return {
+        "experiment": experiment,
+        "size": f"{size[0]}x{size[1]}",
+        "batch": batch,
+        "epoch images": epoch["images"],
+        "epoch seconds": epoch["seconds"],
+        "real epoch img/s": epoch["img/s"],
+        "bare step img/s": round(bare, 2),
+        "real/bare": round(epoch["img/s"] / bare, 3),
+    }
+
+
 def _gpu_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "cuda" else "cpu"
 
@@ -203,9 +236,11 @@ def run(
     out: str | Path = "bench/train.json",
     data_dir: str | Path | None = None,
     device: str = "cpu",
+    e2e: str | None = None,
 ) -> dict[str, Any]:
     """Measure both paths for every (model, size, batch) case and setting in this process, one after the
-    other, on `device` (cpu or cuda; on cuda also the peak GPU memory of each)."""
+    other, on `device` (cpu or cuda; on cuda also the peak GPU memory of each); with `e2e` (an experiment), also
+    that recipe's real epoch beside the bare step (`end_to_end`)."""
     if device == "cuda" and not torch.cuda.is_available():
         raise CarsegError("bench train --device cuda: no CUDA device is visible; run it on a GPU machine")
     cases = [(m, tuple(s), b) for m, s, b in (cases or CASES[device])]
@@ -231,6 +266,11 @@ def run(
     if data_dir is not None and Path(data_dir, "train").is_dir():
         payload["loader"] = loader_rows(Path(data_dir), cases, rows)
         show(f"Input pipeline per worker ({data_dir}), next to the training step", payload["loader"])
+    if e2e:
+        payload["end_to_end"] = end_to_end(e2e)
+        show(
+            "A real epoch of the recipe (loader, validation, checkpoints) beside the bare step", [payload["end_to_end"]]
+        )
     if rss:
         payload["peak_rss_mb"] = {
             "train (default run, 2 epochs of 4 batches)": round(
