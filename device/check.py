@@ -204,9 +204,8 @@ def main() -> int:
             )  # fmt: skip
             if (eval_dir / "metrics.json").is_file():
                 check.result["evaluate"] = json.loads((eval_dir / "metrics.json").read_text())
-                for png in ("panels.png",):
-                    if (eval_dir / png).is_file():
-                        shutil.copy2(eval_dir / png, out / f"eval_{png}")
+                if (eval_dir / "panels.png").is_file():
+                    shutil.copy2(eval_dir / "panels.png", out / "eval_panels.png")
         check.save()
     if "bench_train" in steps:
         bench = out / "bench_train.json"

@@ -94,3 +94,15 @@ def test_bench_train_end_to_end_row(tiny_root, tmp_path):
     assert row["size"] == "64x96" and row["batch"] == 8 and row["epoch images"] == 64  # 4 of 6 cars, 16 photos each
     assert row["real epoch img/s"] > 0 and row["bare step img/s"] > 0
     assert row["real/bare"] == pytest.approx(row["real epoch img/s"] / row["bare step img/s"], rel=1e-2)
+
+
+def test_asking_a_benchmark_for_cuda_without_a_gpu_is_one_line(monkeypatch):
+    import torch
+
+    from carseg.bench.measure import check_device
+    from carseg.errors import CarsegError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert check_device("cpu", "bench train") == "cpu"
+    with pytest.raises(CarsegError, match="bench train --device cuda: no CUDA device is visible"):
+        check_device("cuda", "bench train")

@@ -14,10 +14,9 @@ import onnxruntime as ort
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from carseg.bench.measure import peak_rss_mb, random_checkpoint
+from carseg.bench.measure import check_device, gpu_peak_mib, peak_rss_mb, random_checkpoint, reset_gpu_peak
 from carseg.bench.report import show, write
 from carseg.data.io import read_image
-from carseg.errors import CarsegError
 from carseg.inference.export import export_onnx
 from carseg.inference.predictor import Predictor
 
@@ -52,9 +51,7 @@ def run(
 ) -> dict[str, Any]:
     """Time eager fp32, channels_last, bf16, torch.compile and ONNX Runtime at the images' own size on `device`
     (cpu or cuda; on cuda torch.compile runs in bf16, and ONNX Runtime with the CUDA provider where present)."""
-    cuda = device == "cuda"
-    if cuda and not torch.cuda.is_available():
-        raise CarsegError("bench infer --device cuda: no CUDA device is visible; run it on a GPU machine")
+    cuda, where = device == "cuda", check_device(device, "bench infer")
     files = sorted(Path(data_dir, "train").glob("*.jpg"))[:images] or sorted(Path(data_dir).glob("*.jpg"))[:images]
     pictures = [read_image(f) for f in files]
     shape = pictures[0].shape[:2]
@@ -68,11 +65,8 @@ def run(
     }
     if compile_:
         precision = "bf16" if cuda else "32"
-        paths[f"torch.compile {'bf16' if cuda else 'fp32'} (channels_last)"] = {
-            "ckpt": ckpt,
-            "precision": precision,
-            "compile": True,
-        }
+        label = "bf16" if cuda else "fp32"
+        paths[f"torch.compile {label} (channels_last)"] = {"ckpt": ckpt, "precision": precision, "compile": True}
     providers = ort.get_available_providers()
     provider = "CUDAExecutionProvider" if cuda and "CUDAExecutionProvider" in providers else "CPUExecutionProvider"
     paths[f"ONNX Runtime fp32 ({provider})"] = {"onnx": onnx_path, "threads": torch.get_num_threads()}
@@ -83,8 +77,7 @@ def run(
         # native size: the full-resolution path
         predictor = Predictor(input_size=None, device=device, **kwargs)
         if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
+            reset_gpu_peak()
         if gflop is None:
             gflop = forward_gflops(predictor, shape)
         seconds, masks = time_path(predictor, pictures, warmup=2 if kwargs.get("compile") else 1)
@@ -100,10 +93,9 @@ def run(
             "counts": agreement >= AGREEMENT_TO_COUNT,
         }
         if cuda:
-            row["peak GPU MiB"] = round(torch.cuda.max_memory_allocated() / 2**20)
+            row["peak GPU MiB"] = gpu_peak_mib()
         rows.append(row)
     fastest = min((r for r in rows if r["counts"]), key=lambda r: r["s/img"])
-    where = torch.cuda.get_device_name() if cuda else "cpu"
     show(f"Full-resolution inference on {where}, {shape[1]}x{shape[0]}, batch 1, {gflop:.0f} GFLOP/forward", rows)
     print(f"carseg: fastest path that agrees with fp32 on >= {AGREEMENT_TO_COUNT:.1%} of pixels: {fastest['path']}")
     payload: dict[str, Any] = {

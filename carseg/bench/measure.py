@@ -1,4 +1,5 @@
-"""What the benchmarks share: models built from their configs, an untrained checkpoint, loader speed, peak memory."""
+"""What the benchmarks share: models built from their configs, an untrained checkpoint, loader speed, peak memory
+(resident, and on a GPU), the device they run on."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from carseg.build import build
 from carseg.config import model_config
+from carseg.errors import CarsegError
 from carseg.models.checkpoint import save_checkpoint
 from carseg.models.module import SegmentationModule
 
@@ -57,3 +59,24 @@ def peak_rss_mb(command: list[str]) -> float:
     if proc.returncode:
         raise RuntimeError(f"{' '.join(command)} failed with exit code {proc.returncode}")
     return peak_kb / 1024
+
+
+def check_device(device: str, command: str) -> str:
+    """The name of `device` (cpu, or the GPU's name for cuda); one clear error where cuda is asked for and
+    no CUDA device is visible."""
+    if device != "cuda":
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise CarsegError(f"{command} --device cuda: no CUDA device is visible; run it on a GPU machine")
+    return torch.cuda.get_device_name()
+
+
+def reset_gpu_peak() -> None:
+    """Start a new peak of GPU memory (free cached blocks first, so each measurement starts alike)."""
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+
+
+def gpu_peak_mib() -> int:
+    """The peak of allocated GPU memory since `reset_gpu_peak`, MiB."""
+    return round(torch.cuda.max_memory_allocated() / 2**20)

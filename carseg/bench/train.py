@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader, Dataset
 
 from carseg import runs
-from carseg.bench.measure import build_module, loader_rate, peak_rss_mb
+from carseg.bench.measure import build_module, check_device, gpu_peak_mib, loader_rate, peak_rss_mb, reset_gpu_peak
 from carseg.bench.report import show, write
 from carseg.build import build
 from carseg.config import compose_config, model_config
@@ -224,10 +224,6 @@ def end_to_end(
     }
 
 
-def _gpu_name(device: str) -> str:
-    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
-
-
 def run(
     cases: list[tuple[str, tuple[int, int], int]] | None = None,
     steps: int = 4,
@@ -241,8 +237,7 @@ def run(
     """Measure both paths for every (model, size, batch) case and setting in this process, one after the
     other, on `device` (cpu or cuda; on cuda also the peak GPU memory of each); with `e2e` (an experiment), also
     that recipe's real epoch beside the bare step (`end_to_end`)."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CarsegError("bench train --device cuda: no CUDA device is visible; run it on a GPU machine")
+    where = check_device(device, "bench train")
     cases = [(m, tuple(s), b) for m, s, b in (cases or CASES[device])]
     rows = []
     for model, size, batch in cases:
@@ -251,18 +246,17 @@ def run(
             row: dict[str, Any] = {"model": model, "size": f"{size[0]}x{size[1]}", "setting": setting, "batch": batch}
             for name, loop in (("bare", bare_loop), ("carseg", carseg_loop)):
                 if device == "cuda":
-                    torch.cuda.empty_cache()
-                    torch.cuda.reset_peak_memory_stats()
+                    reset_gpu_peak()
                 row[f"{name} img/s"] = round(loop(case), 2)
                 if device == "cuda":
-                    row[f"{name} peak GPU MiB"] = round(torch.cuda.max_memory_allocated() / 2**20)
+                    row[f"{name} peak GPU MiB"] = gpu_peak_mib()
             row["carseg/bare"] = round(row["carseg img/s"] / row["bare img/s"], 3)
             rows.append(row)
     show(
-        f"Training speed on {_gpu_name(device)}, carseg vs a bare PyTorch loop ({steps} timed steps after {warmup})",
+        f"Training speed on {where}, carseg vs a bare PyTorch loop ({steps} timed steps after {warmup})",
         rows,
     )
-    payload: dict[str, Any] = {"device": _gpu_name(device), "torch": torch.__version__, "train": rows}
+    payload: dict[str, Any] = {"device": where, "torch": torch.__version__, "train": rows}
     if data_dir is not None and Path(data_dir, "train").is_dir():
         payload["loader"] = loader_rows(Path(data_dir), cases, rows)
         show(f"Input pipeline per worker ({data_dir}), next to the training step", payload["loader"])

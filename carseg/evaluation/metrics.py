@@ -6,6 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from carseg.inference.background import edge_band
+
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
     """One-pixel inner boundary of a binary mask."""
@@ -62,16 +64,10 @@ def edge_composite_error(
 ) -> float:
     """Mean absolute RGB difference (0..255) between the photo composited on `background` through `alpha`
     and through the true mask, over the pixels within `band` pixels of the true edge (0 without an edge)."""
-    t = truth.astype(bool)
-    edge = _boundary(t) | _boundary(~t)
-    if not edge.any():
+    near = edge_band(truth, band)
+    if not near.any():
         return 0.0
-    rows, cols = np.nonzero(edge)
-    y0, y1 = max(rows.min() - band, 0), rows.max() + band + 1
-    x0, x1 = max(cols.min() - band, 0), cols.max() + band + 1
-    near = cv2.distanceTransform((~edge[y0:y1, x0:x1]).astype(np.uint8), cv2.DIST_L2, 3) <= band
-    photo = image[y0:y1, x0:x1].astype(np.float32)
-    ground = np.asarray(background, np.float32)
-    a, m = alpha[y0:y1, x0:x1, None].astype(np.float32), t[y0:y1, x0:x1, None].astype(np.float32)
-    ours, reference = photo * a + ground * (1 - a), photo * m + ground * (1 - m)
-    return float(np.abs(ours - reference)[near].mean())
+    # photo * a + ground * (1 - a) - (photo * m + ground * (1 - m)) = (photo - ground) * (a - m)
+    photo = image[near].astype(np.float32) - np.asarray(background, np.float32)
+    share = alpha[near].astype(np.float32) - truth[near].astype(np.float32)
+    return float(np.abs(photo * share[:, None]).mean())

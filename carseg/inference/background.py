@@ -20,6 +20,16 @@ def alpha_matte(mask: np.ndarray, feather: float = 0.0, alpha: np.ndarray | None
     return np.clip(alpha, 0.0, 1.0)
 
 
+def edge_band(mask: np.ndarray, band: int) -> np.ndarray:
+    """Pixels within `band` pixels of the edge of a 0/1 mask, on either side of it (none where it has no edge)."""
+    m, kernel = mask.astype(np.uint8), np.ones((3, 3), np.uint8)
+    edge = m != cv2.erode(m, kernel, borderType=cv2.BORDER_REPLICATE)
+    edge |= m != cv2.dilate(m, kernel, borderType=cv2.BORDER_REPLICATE)
+    if not edge.any():
+        return edge
+    return cv2.distanceTransform((~edge).astype(np.uint8), cv2.DIST_L2, 3) <= band
+
+
 def cutout(image: np.ndarray, mask: np.ndarray, feather: float = 0.0, alpha: np.ndarray | None = None) -> np.ndarray:
     """RGBA uint8: the car, transparent elsewhere (alpha: `alpha_matte`)."""
     matte = (alpha_matte(mask, feather, alpha) * 255 + 0.5).astype(np.uint8)

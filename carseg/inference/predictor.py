@@ -8,7 +8,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 import torch
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 
 from carseg.errors import CarsegError
 from carseg.hardware import inference_precision
+from carseg.inference.background import edge_band
 from carseg.inference.refine import refine_probabilities
 from carseg.models.checkpoint import load_checkpoint
 from carseg.models.module import SegmentationModule, threshold_logit
@@ -200,12 +200,7 @@ class Predictor:
 
 def edge_matte(mask: np.ndarray, prob: np.ndarray, band: int = MATTE_BAND) -> np.ndarray:
     """`prob` within `band` pixels of the edge of `mask` (either side), the 0/1 mask elsewhere (float32)."""
-    edge = mask != cv2.erode(mask, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
-    edge |= mask != cv2.dilate(mask, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
-    if not edge.any():
-        return mask.astype(np.float32)
-    near = cv2.distanceTransform((~edge).astype(np.uint8), cv2.DIST_L2, 3) <= band
-    return np.where(near, prob, mask).astype(np.float32)
+    return np.where(edge_band(mask, band), prob, mask).astype(np.float32)
 
 
 def _onnx_session(path: Path, threads: int | None) -> tuple[Any, float, list[int] | None, int]:

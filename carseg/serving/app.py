@@ -170,7 +170,7 @@ def create_app(config: ServeConfig, predictor: Predictor | None = None) -> FastA
         summary="Cut cars out of photos: rembg- and remove.bg-compatible endpoints, a page, health and metrics.",
         version="0.1.0",
     )
-    app.state.predictor, app.state.queue, app.state.telemetry = predictor, queue, telemetry
+    telemetry.queue_depth.set_function(lambda: queue.pending)
 
     @app.middleware("http")
     async def guard_and_measure(request: Request, call_next: Any) -> Response:
@@ -238,11 +238,7 @@ def create_app(config: ServeConfig, predictor: Predictor | None = None) -> FastA
             ((mask, alpha),) = predictor.mattes([image])
             return render(image, mask, alpha, how)
 
-        telemetry.queue_depth.set(queue.pending + 1)
-        try:
-            return await queue.run(job)
-        finally:
-            telemetry.queue_depth.set(queue.pending)
+        return await queue.run(job)
 
     @app.get("/health", summary="Liveness and the loaded model")
     async def health() -> dict[str, Any]:

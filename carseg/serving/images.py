@@ -26,15 +26,18 @@ class UploadError(Exception):
         return self.message
 
 
+def _refuse_no_pixels(field: str, width: int, height: int) -> None:
+    if width == 0 or height == 0:
+        raise UploadError(400, "empty_image", f"field {field!r}: the image is {width}x{height} pixels")
+
+
 def decode_photo(data: bytes, field: str, max_megapixels: float) -> np.ndarray:
     """RGB uint8 (H, W, 3) of an uploaded JPEG, PNG or WebP, EXIF rotation applied. The size is read from the
     header first, so an oversized photo is refused before any pixel is decoded."""
     if not data:
         raise UploadError(400, "empty_upload", f"field {field!r} is empty: send the photo's bytes")
     if data[:8] == PNG_SIGNATURE and len(data) >= 24:  # PIL does not identify a PNG whose header says 0 pixels
-        width, height = struct.unpack(">II", data[16:24])
-        if width == 0 or height == 0:
-            raise UploadError(400, "empty_image", f"field {field!r}: the image is {width}x{height} pixels")
+        _refuse_no_pixels(field, *struct.unpack(">II", data[16:24]))
     try:
         with warnings.catch_warnings():  # the limit below is the server's own
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -48,8 +51,7 @@ def decode_photo(data: bytes, field: str, max_megapixels: float) -> np.ndarray:
             415, "not_an_image", f"field {field!r} is not a JPEG, PNG or WebP image ({type(err).__name__})"
         ) from None
     width, height = image.size
-    if width == 0 or height == 0:
-        raise UploadError(400, "empty_image", f"field {field!r}: the image is {width}x{height} pixels")
+    _refuse_no_pixels(field, width, height)
     megapixels = width * height / 1e6
     if megapixels > max_megapixels:
         raise UploadError(

@@ -33,7 +33,7 @@ def _gpu_id(value: Any, gpus: Any) -> int:
 
 
 def parse_gpus(gpus: Any) -> int | list[int]:
-    """`trainer.gpus` as Lightning 1.x took it → a number of GPUs (-1: all visible) or a list of GPU ids.
+    """`trainer.gpus` as Lightning 1.x took it → a number of GPUs (-1: all visible ones) or a list of GPU ids.
 
     An int or a string of one number is a count ("2", 2; -1 for all, 0 for the CPU); a string with commas
     ("0,1", or "3," for GPU 3) or a list is the ids. Anything else raises one clear error naming the forms.
@@ -56,7 +56,7 @@ def parse_gpus(gpus: Any) -> int | list[int]:
         count = None
     if count is None or count < -1:
         raise _bad(gpus)
-    return torch.cuda.device_count() if count == -1 else count
+    return count
 
 
 def resolve_trainer_args(args: dict[str, Any]) -> dict[str, Any]:
@@ -69,12 +69,14 @@ def resolve_trainer_args(args: dict[str, Any]) -> dict[str, Any]:
     gpus = args.pop("gpus", None)
     if gpus is not None:
         chosen, visible = parse_gpus(gpus), torch.cuda.device_count()
+        if chosen == -1:
+            if visible == 0:
+                raise CarsegError(
+                    "trainer.gpus=-1 asks for all visible GPUs but none is visible. Fix: train on CPU with "
+                    "trainer.gpus=0 (or trainer=cpu), or check CUDA_VISIBLE_DEVICES and the driver"
+                )
+            chosen = visible
         wanted = len(chosen) if isinstance(chosen, list) else chosen
-        if visible == 0 and str(gpus).strip() == "-1":
-            raise CarsegError(
-                "trainer.gpus=-1 asks for all visible GPUs but none is visible. "
-                "Fix: train on CPU with trainer.gpus=0 (or trainer=cpu), or check CUDA_VISIBLE_DEVICES and the driver"
-            )
         if wanted > visible:
             shown = os.environ.get("CUDA_VISIBLE_DEVICES")
             raise CarsegError(
