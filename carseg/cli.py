@@ -94,6 +94,7 @@ def _predict(args: argparse.Namespace) -> None:
         tta=args.tta,
         precision=args.precision,
         refine_radius=args.refine_radius,
+        edge_refiner=not args.no_refiner,
     )
     summary = predict(
         args.inputs,
@@ -151,7 +152,12 @@ def _serve(args: argparse.Namespace) -> None:
         max_upload_mb=args.max_upload_mb,
         max_megapixels=args.max_megapixels,
         api_key=args.api_key or os.environ.get("CARSEG_API_KEY") or None,
-        predictor={"tta": args.tta, "precision": args.precision, "refine_radius": args.refine_radius},
+        predictor={
+            "tta": args.tta,
+            "precision": args.precision,
+            "refine_radius": args.refine_radius,
+            "edge_refiner": not args.no_refiner,
+        },
     )
     if args.workers < 1 or args.queue < 0:
         raise CarsegError(f"--workers {args.workers} --queue {args.queue}: need at least 1 worker and 0 waiting places")
@@ -264,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "--refine-radius", type=int, default=0, help="guided-filter edge refinement at full size (pixels; 0: off)"
     )
+    pred.add_argument("--no-refiner", action="store_true", help="leave out the checkpoint's edge refiner")
     pred.add_argument("--batch-size", type=int, default=4)
     pred.add_argument(
         "--on-error",
@@ -294,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tta", action="store_true", help="average with the horizontally flipped photo")
     serve.add_argument("--precision", default="auto", help="auto, 32, bf16 or 16 (checkpoints only)")
     serve.add_argument("--refine-radius", type=int, default=0, help="guided-filter edge refinement radius (0: off)")
+    serve.add_argument("--no-refiner", action="store_true", help="leave out the checkpoint's edge refiner")
     serve.add_argument("--quiet", action="store_true", help="no access log")
     serve.set_defaults(func=_serve)
 
@@ -323,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     recipe = bench.add_parser("recipe", help="train an experiment, then score it at full resolution (JSON)")
     recipe.add_argument("--experiment", default="carvana_cpu")
     recipe.add_argument("--eval-dir", required=True, help="a Carvana-layout folder to score at full size")
-    recipe.add_argument("--refine-radius", type=int, default=8, help="also score with this refinement (0: not)")
+    recipe.add_argument(
+        "--refine-radius", type=int, default=0, help="also score with guided-filter refinement of this radius (0: not)"
+    )
     recipe.add_argument("--figures", help="copy the curves and panels here as small PNGs")
     recipe.add_argument("--run-dir", help="score this finished training run instead of training")
     recipe.add_argument("--out", default="bench/recipe.json")

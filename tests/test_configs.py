@@ -179,10 +179,16 @@ def test_every_experiment_trains_a_step(experiment, tiny_root, tmp_path: Path):
     else:
         overrides += [o for o in tiny_overrides(tiny_root, tmp_path) if o.startswith("datamodule.synthetic")]
     if composed.datamodule.size_schedule:  # keep the schedule's shape, at the tiny set's scale
-        overrides.append("datamodule.size_schedule=[{epoch:0,size:[32,48]},{epoch:1,size:[64,96]}]")
+        key, second = ("time", 0.5) if "time" in composed.datamodule.size_schedule[0] else ("epoch", 1)
+        overrides.append(f"datamodule.size_schedule=[{{{key}:0,size:[32,48]}},{{{key}:{second},size:[64,96]}}]")
+    if composed.get("refiner"):  # the second stage too, on the tiny set's photos
+        tiny = next(tiny_root.glob("synthetic_*"))
+        overrides += [f"refiner.data.data_dir={tiny}", f"refiner.data.val_dir={tiny}", "refiner.data.crop=64"]
+        overrides += ["refiner.data.crops_per_epoch=8", "refiner.data.val_crops=4", "refiner.minutes=0.02"]
     cfg = compose_cfg("train", overrides, tmp_path / "run")
     expected = OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml")
     assert cfg.model.optimizer.lr == expected.get("model", {}).get("optimizer", {}).get("lr", cfg.model.optimizer.lr)
     train(cfg)
     summary = runs.read_summary(tmp_path / "run")
     assert summary["global_step"] == 1 and summary["best"] is not None
+    assert ("refiner" in summary) == bool(cfg.get("refiner"))

@@ -1,9 +1,10 @@
 """A training recipe as a benchmark: train an experiment, time it, score it at full resolution.
 
 `carseg bench recipe` runs `carseg-train experiment=<name>`, then `carseg-evaluate` on a Carvana-layout folder
-(at each image's own resolution) without and with flip TTA and boundary refinement, and writes one JSON
-with the wall time and every score; `--figures DIR` keeps the curves and prediction panels of the best
-scoring evaluation (small PNGs).
+(at each image's own resolution) without and with flip TTA, the checkpoint's edge refiner (when it has one)
+and, if asked, guided-filter refinement, and writes one JSON with the wall time of each stage, every score,
+the prediction time per photo and how many cars the edge refiner improved; `--figures DIR` keeps the curves
+and prediction panels of the best scoring evaluation (small PNGs).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from PIL import Image
 
 from carseg import runs
 from carseg.bench.report import show, write
 from carseg.errors import CarsegError
+from carseg.models.checkpoint import load_refiner
 
 TRAIN = [sys.executable, "-m", "carseg.entrypoints.train"]
 EVALUATE = [sys.executable, "-m", "carseg.entrypoints.evaluate"]
@@ -61,6 +64,23 @@ def _small_png(src: Path, dst: Path, width: int = 1100) -> None:
         im.quantize(256, method=Image.Quantize.MEDIANCUT).save(dst, optimize=True)
 
 
+def _cars_improved(evals: list[dict[str, Any]], outputs: list[Path]) -> None:
+    """Per evaluation with the edge refiner: of the cars, how many it raised in mean IoU and boundary F1
+    over the same evaluation without it."""
+    for i, row in enumerate(evals):
+        if not row["edge_refiner"]:
+            continue
+        j = next(
+            k
+            for k, other in enumerate(evals)
+            if not other["edge_refiner"]
+            and (other["tta_flip"], other["refine_radius"]) == (row["tta_flip"], row["refine_radius"])
+        )
+        new, old = (pd.read_csv(outputs[k] / "per_image.csv").groupby("car_id").mean(numeric_only=True) for k in (i, j))
+        row["cars_improved_iou"] = f"{int((new['iou'] > old['iou']).sum())}/{len(new)}"
+        row["cars_improved_boundary_f1"] = f"{int((new['boundary_f1'] > old['boundary_f1']).sum())}/{len(new)}"
+
+
 def run(
     experiment: str,
     eval_dir: str,
@@ -81,32 +101,40 @@ def run(
     if summary is None:
         raise CarsegError(f"{Path(run_dir) / runs.SUMMARY}: missing; the training run did not finish")
     ckpt = summary["best_checkpoint"]
+    has_refiner = load_refiner(ckpt) is not None
     evals, outputs = [], []
     for tta in (False, True):
-        for refine in (0, refine_radius) if refine_radius else (0,):
-            eval_out = Path(run_dir) / "eval" / f"tta{int(tta)}_refine{refine}"
-            outputs.append(eval_out)
-            seconds = _run(
-                [
-                    *EVALUATE,
-                    f"ckpt_path={ckpt}",
-                    f"eval_dir={Path(eval_dir).resolve()}",
-                    f"tta={str(tta).lower()}",
-                    f"refine_radius={refine}",
-                    "print_config=false",
-                    f"hydra.run.dir={eval_out}",
-                ]
-            )
-            metrics = json.loads((eval_out / "metrics.json").read_text())
-            evals.append(
-                {
-                    "tta_flip": tta,
-                    "refine_radius": refine,
-                    **{k: metrics[k] for k in SCORES},
-                    "images": metrics["images"],
-                    "eval_seconds": round(seconds, 1),
-                }
-            )
+        for edge in (False, True) if has_refiner else (False,):
+            for refine in (0, refine_radius) if refine_radius else (0,):
+                eval_out = Path(run_dir) / "eval" / f"tta{int(tta)}_edge{int(edge)}_refine{refine}"
+                outputs.append(eval_out)
+                seconds = _run(
+                    [
+                        *EVALUATE,
+                        f"ckpt_path={ckpt}",
+                        f"eval_dir={Path(eval_dir).resolve()}",
+                        f"tta={str(tta).lower()}",
+                        f"edge_refiner={str(edge).lower()}",
+                        f"refine_radius={refine}",
+                        "print_config=false",
+                        f"hydra.run.dir={eval_out}",
+                    ]
+                )
+                metrics = json.loads((eval_out / "metrics.json").read_text())
+                per_angle = pd.read_csv(eval_out / "per_angle.csv")
+                evals.append(
+                    {
+                        "tta_flip": tta,
+                        "edge_refiner": edge,
+                        "refine_radius": refine,
+                        **{k: metrics[k] for k in SCORES},
+                        "min_angle_iou": round(float(per_angle["iou"].min()), 4),
+                        "images": metrics["images"],
+                        "predict_seconds_per_image": metrics.get("predict_seconds_per_image"),
+                        "eval_seconds": round(seconds, 1),
+                    }
+                )
+    _cars_improved(evals, outputs)
     recorded = runs.run_overrides(run_dir)
     if recorded is not None:  # what the run was actually started with
         overrides = [o for o in recorded if "hydra." not in o]
@@ -114,7 +142,10 @@ def run(
         "experiment": experiment,
         "command": " ".join(["python train.py", *overrides]),
         "run_dir": _in_project(run_dir),
-        "train_minutes": round(summary["wall_seconds"] / 60, 1),
+        "train_minutes": round(summary.get("wall_seconds_with_refiner", summary["wall_seconds"]) / 60, 1),
+        "stage1_minutes": round(summary["wall_seconds"] / 60, 1),
+        "stage1_sizes": summary.get("stages"),
+        "stage2_refiner": {k: v for k, v in (summary.get("refiner") or {}).items() if k != "checkpoints"} or None,
         "epochs": summary["epochs"],
         "best_val_iou_at_training_size": summary["best"],
         "best_checkpoint": _in_project(ckpt),

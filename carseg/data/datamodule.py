@@ -131,39 +131,58 @@ class CarvanaDataModule(pl.LightningDataModule):
         self.synth = SynthSpec(**synthetic) if synthetic else None
         self.soft_masks = soft_masks
         self.size_schedule = self._parse_schedule(size_schedule)
+        by_time = any(isinstance(stage, Mapping) and "time" in stage for stage in size_schedule or [])
+        self._schedule_key = "time" if by_time else "epoch"
+        # the share of the time budget spent at the last epoch's end (set by the TimeBudget callback)
+        self.time_progress = 0.0
         self.train_set: CarvanaDataset | None = None
         self.val_set: CarvanaDataset | None = None
         self._train_loader: DataLoader | None = None
 
     @staticmethod
-    def _parse_schedule(schedule: Any) -> list[tuple[int, tuple[int, int]]]:
-        """[(first epoch, (H, W))] sorted by epoch, from [{epoch: 0, size: [H, W]}, ...] or {epoch: [H, W]}."""
+    def _parse_schedule(schedule: Any) -> list[tuple[float, tuple[int, int]]]:
+        """[(start, (H, W))] sorted by start, from [{epoch: 0, size: [H, W]}, ...], {epoch: [H, W]} or
+        [{time: 0, size: [H, W]}, {time: 0.3, size: ...}] (start: an epoch, or a share of the time budget)."""
         if isinstance(schedule, Mapping):
             schedule = [{"epoch": k, "size": v} for k, v in schedule.items()]
-        out = []
+        out, keys = [], set()
         for stage in schedule or []:
             try:
-                first, size = int(stage["epoch"]), stage["size"]
+                key = "time" if "time" in stage else "epoch"
+                start, size = (float if key == "time" else int)(stage[key]), stage["size"]
                 hw = (int(size[0]), int(size[1]))
-                ok = first >= 0 and len(size) == 2 and min(hw) >= 32
+                ok = start >= 0 and len(size) == 2 and min(hw) >= 32 and not ("time" in stage and "epoch" in stage)
+                ok = ok and (key == "epoch" or start < 1)
             except (TypeError, ValueError, IndexError, KeyError):
                 ok = False
             if not ok:
                 raise CarsegError(
                     f"datamodule.size_schedule: {stage} is not valid; give a list of stages "
-                    "[{epoch: 0, size: [160, 240]}, {epoch: 10, size: [320, 480]}] (sizes at least 32)"
+                    "[{epoch: 0, size: [160, 240]}, {epoch: 10, size: [320, 480]}] (sizes at least 32), or "
+                    "with a time budget (callbacks=time_budget) [{time: 0, size: ...}, {time: 0.3, size: ...}] "
+                    "(the share of the budget, 0 to 1, after which the stage starts)"
                 )
-            out.append((first, hw))
+            keys.add(key)
+            out.append((start, hw))
+        if len(keys) > 1:
+            raise CarsegError("datamodule.size_schedule: give every stage an `epoch` or every stage a `time`, not both")
         out.sort()
         if out and out[0][0] != 0:
-            raise CarsegError("datamodule.size_schedule: the first stage must start at epoch 0")
+            raise CarsegError("datamodule.size_schedule: the first stage must start at epoch 0 (or time 0)")
         return out
 
-    def train_size(self, epoch: int) -> tuple[int, int]:
-        """The training size at `epoch` (the schedule's, or `image_size`)."""
+    @property
+    def schedule_by_time(self) -> bool:
+        """Whether the size schedule's stages start at shares of a time budget (else at epochs)."""
+        return self._schedule_key == "time"
+
+    def train_size(self, epoch: int, time_progress: float | None = None) -> tuple[int, int]:
+        """The training size at `epoch` (the schedule's, or `image_size`); a time schedule reads
+        `time_progress` (default: the share of the budget spent, as the TimeBudget callback last set it)."""
+        now = epoch if not self.schedule_by_time else (self.time_progress if time_progress is None else time_progress)
         size = self.size
-        for first, scheduled in self.size_schedule:
-            if epoch >= first:
+        for start, scheduled in self.size_schedule:
+            if now >= start:
                 size = scheduled
         return size
 
@@ -239,6 +258,12 @@ class CarvanaDataModule(pl.LightningDataModule):
             raise CarsegError(
                 "datamodule.size_schedule changes the training size: set "
                 "trainer.reload_dataloaders_every_n_epochs=1 so that each epoch gets its size"
+            )
+        clocks = [c for c in (trainer.callbacks if trainer is not None else []) if hasattr(c, "time_progress")]
+        if self.schedule_by_time and not clocks:
+            raise CarsegError(
+                "datamodule.size_schedule starts its stages at shares of a time budget: add the budget "
+                "(callbacks.time_budget.minutes=...) or give the stages as epochs"
             )
         size = self.train_size(epoch)
         if self.train_set is None or self._train_loader is None or self.train_set.size != size:

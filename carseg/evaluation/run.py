@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import track
@@ -66,6 +67,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         precision=cfg.precision,
         refine_radius=int(cfg.get("refine_radius", 0)),
         refine_eps=float(cfg.get("refine_eps", 1e-2)),
+        edge_refiner=bool(cfg.get("edge_refiner", True)),
     )
     records, source = _records(cfg)
     rows = []
@@ -91,6 +93,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "images": len(table),
         "tta_flip": bool(cfg.tta),
         "refine_radius": int(cfg.get("refine_radius", 0)),
+        "edge_refiner": predictor.refiner is not None,
+        # the model's time per photo (resizing, network, TTA, refinement; not decoding or metrics)
+        "predict_seconds_per_image": round(predictor.seconds / max(1, predictor.images), 3),
+        "threads": torch.get_num_threads(),
         "input_size": predictor.input_size,
         **{f"mean_{m}": float(table[m].mean()) for m in METRICS},
         "kaggle_score_mean_dice": float(table["dice"].mean()),

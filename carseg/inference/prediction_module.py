@@ -25,6 +25,7 @@ class PredictionModule(pl.LightningModule):
         self.predictor, self.on_error = predictor, on_error
         # registered, so that Lightning moves the models to this process's device
         self.models = nn.ModuleList([m for m, _ in predictor.members if m is not None])
+        self.refiner = predictor.refiner[0] if predictor.refiner is not None else None
 
     def on_predict_start(self) -> None:
         self.predictor.device = self.device

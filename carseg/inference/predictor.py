@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -16,8 +17,8 @@ import torch.nn.functional as F
 from carseg.errors import CarsegError
 from carseg.hardware import inference_precision
 from carseg.inference.background import edge_band
-from carseg.inference.refine import refine_probabilities
-from carseg.models.checkpoint import load_checkpoint
+from carseg.inference.refine import refine_edges, refine_probabilities
+from carseg.models.checkpoint import load_checkpoint, load_refiner
 from carseg.models.module import SegmentationModule, threshold_logit
 from carseg.models.padding import DEFAULT_MULTIPLE, pad_to_multiple
 
@@ -38,8 +39,10 @@ class Predictor:
     Images are resized to the model's training size (`input_size`, read from the checkpoint) when it is
     set, else run at native size; either way padded by the model's padding rule (`carseg.models.padding`,
     recorded in ONNX metadata) and cropped back; logits are upsampled back to each image's size.
-    `tta` averages with the horizontally flipped image. `refine_radius` > 0 refines the upsampled
-    probabilities along the photo's edges with a guided filter of that radius (pixels at full size).
+    `tta` averages with the horizontally flipped image. A checkpoint that carries an edge refiner (trained
+    by `refiner=edge`) has it place the edges at full size (`edge_refiner=False`: not). `refine_radius` > 0
+    refines the upsampled probabilities along the photo's edges with a guided filter of that radius
+    (pixels at full size).
     Several checkpoints (`ckpt` a list, e.g. the folds of a cross-validation) predict as an ensemble: their
     full-resolution probabilities are averaged, each model seeing the images at its own training size.
     """
@@ -57,6 +60,7 @@ class Predictor:
         compile: bool = False,
         refine_radius: int = 0,
         refine_eps: float = 1e-2,
+        edge_refiner: bool = True,
     ):
         if refine_radius < 0 or refine_eps <= 0:
             raise CarsegError(f"refine_radius={refine_radius}, refine_eps={refine_eps}: need radius >= 0, eps > 0")
@@ -70,6 +74,8 @@ class Predictor:
         self.pad_multiple = 1
         # (model, the size it sees images at): one per checkpoint, or (None, size) for the ONNX model
         self.members: list[tuple[SegmentationModule | None, Sequence[int] | None]] = []
+        # the first checkpoint's edge refiner and its band, when it has one and edge_refiner is on
+        self.refiner: tuple[torch.nn.Module, int] | None = None
         if ckpt is not None:
             paths = [ckpt] if isinstance(ckpt, str | Path) else list(ckpt)
             if not paths:
@@ -88,10 +94,16 @@ class Predictor:
             if len(thresholds) > 1:
                 raise CarsegError(f"--ckpt: the ensemble's checkpoints use different thresholds {sorted(thresholds)}")
             self.module, self.threshold = self.members[0][0], thresholds.pop()
+            if edge_refiner:
+                self.refiner = load_refiner(paths[0], map_location=str(self.device))
+                if self.refiner is not None and channels_last:
+                    self.refiner[0].to(memory_format=torch.channels_last)
         else:
             self.session, self.threshold, trained_size, self.pad_multiple = _onnx_session(Path(onnx), threads)
             self.members.append((None, trained_size if input_size == "train" else input_size))
         self.input_size = self.members[0][1]
+        # wall seconds spent in `logits` and the images it saw: the prediction time per photo
+        self.seconds, self.images = 0.0, 0
         self.precision = inference_precision(precision, self.device) if self.module is not None else "32"
 
     def _autocast(self) -> Any:
@@ -113,6 +125,13 @@ class Predictor:
 
     def logits(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Logits at full resolution for a list of same-size RGB uint8 images (N, H, W, 3)."""
+        start = time.perf_counter()
+        out = self._full_logits(images)
+        self.seconds += time.perf_counter() - start
+        self.images += len(images)
+        return out
+
+    def _full_logits(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         full = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
         shape = tuple(full.shape[-2:])
         outs = []
@@ -132,6 +151,9 @@ class Predictor:
         if len(outs) > 1:  # an ensemble averages probabilities (as logits again, for one threshold rule)
             outs = [torch.logit(torch.stack([o.sigmoid() for o in outs]).mean(0), eps=1e-6)]
         out = outs[0][:, 0]
+        if self.refiner is not None:
+            net, band = self.refiner
+            out = refine_edges(net, images, out, band, threshold_logit(self.threshold), autocast=self._autocast)
         if self.refine_radius:
             probs = [
                 refine_probabilities(im, p, self.refine_radius, self.refine_eps)

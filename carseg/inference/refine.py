@@ -1,4 +1,6 @@
-"""Boundary refinement at full resolution: a guided filter steers the upsampled mask to the photo's edges.
+"""Boundary refinement at full resolution: the learned edge refiner (`refine_edges`, the network of
+`carseg.models.refiner`, run on the tiles along the edge), or a guided filter that steers the upsampled
+mask to the photo's edges.
 
 He, Sun and Tang's guided filter (gray guide), from OpenCV box filters: opencv-contrib's
 `ximgproc.guidedFilter` would clash with the opencv-python-headless build that albumentations needs.
@@ -6,8 +8,14 @@ He, Sun and Tang's guided filter (gray guide), from OpenCV box filters: opencv-c
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from typing import Any
+
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 
 def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
@@ -27,3 +35,48 @@ def refine_probabilities(image: np.ndarray, probs: np.ndarray, radius: int = 4, 
     """Car probabilities (H, W) refined along the edges of the RGB uint8 `image` (H, W, 3), clipped to 0..1."""
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
     return np.clip(guided_filter(gray, probs.astype(np.float32), radius, eps), 0.0, 1.0)
+
+
+def refine_edges(
+    refiner: torch.nn.Module,
+    images: Sequence[np.ndarray],
+    logits: torch.Tensor,
+    band: int,
+    threshold: float = 0.0,
+    tile: int = 128,
+    margin: int = 32,
+    batch_size: int = 16,
+    autocast: Callable[[], Any] = nullcontext,
+) -> torch.Tensor:
+    """Logits (N, H, W) with the band of `band` pixels around each mask's edge (logit > `threshold`) replaced
+    by the edge refiner's, at full size. The refiner sees tiles of `tile` pixels that touch the band, each
+    with `margin` pixels of context; elsewhere the logits are kept."""
+    device = next(refiner.parameters()).device
+    size = tile + 2 * margin
+    kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    out = logits.clone()
+    for n, image in enumerate(images):
+        h, w = image.shape[:2]
+        mask = (logits[n] > threshold).numpy().astype(np.uint8)
+        region = cv2.dilate(mask, kernel) != cv2.erode(mask, kernel)
+        if not region.any():
+            continue
+        ph, pw = -(-max(h, size) // 8) * 8, -(-max(w, size) // 8) * 8
+        photo = torch.from_numpy(np.pad(image, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")).permute(2, 0, 1)
+        probs = F.pad(torch.sigmoid(logits[n] - threshold)[None, None], (0, pw - w, 0, ph - h), mode="replicate")[0]
+        tiles = [
+            (y, x) for y in range(0, h, tile) for x in range(0, w, tile) if region[y : y + tile, x : x + tile].any()
+        ]
+        refined = logits[n].clone()
+        for i in range(0, len(tiles), batch_size):
+            chunk = tiles[i : i + batch_size]
+            corners = [(min(max(y - margin, 0), ph - size), min(max(x - margin, 0), pw - size)) for y, x in chunk]
+            photos = torch.stack([photo[:, y0 : y0 + size, x0 : x0 + size] for y0, x0 in corners])
+            coarse = torch.stack([probs[:, y0 : y0 + size, x0 : x0 + size] for y0, x0 in corners])
+            with torch.inference_mode(), autocast():
+                result = refiner(photos.to(device), coarse.to(device)).float().cpu()[:, 0] + threshold
+            for (y, x), (y0, x0), r in zip(chunk, corners, result, strict=True):
+                th, tw = min(tile, h - y), min(tile, w - x)
+                refined[y : y + th, x : x + tw] = r[y - y0 : y - y0 + th, x - x0 : x - x0 + tw]
+        out[n] = torch.where(torch.from_numpy(region), refined, logits[n])
+    return out

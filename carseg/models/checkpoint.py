@@ -3,6 +3,7 @@ problem), and writing one outside a Trainer run (training writes its own through
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 
 from carseg.errors import CarsegError
 from carseg.models.module import SegmentationModule
+from carseg.models.refiner import EdgeRefiner
 from carseg.runs import run_config, run_dir_of
 
 # hyper-parameters every carseg checkpoint holds (SegmentationModule's constructor arguments)
@@ -77,3 +79,39 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[Segmen
             f"({str(err).splitlines()[0][:200]}); was the file edited or written by another model?"
         ) from err
     return module.to(map_location), trained_size(ckpt, path)
+
+
+# the key under which a checkpoint carries its edge refiner (`carseg.models.refiner`)
+REFINER_KEY = "carseg_edge_refiner"
+
+
+def embed_refiner(path: str | Path, refiner: EdgeRefiner, band: int) -> Path:
+    """Add the edge refiner's weights, width and band to the checkpoint at `path` (rewritten atomically:
+    an interruption leaves the old file whole)."""
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    ckpt[REFINER_KEY] = {
+        "width": refiner.width,
+        "band": int(band),
+        "state_dict": {k: v.detach().cpu() for k, v in refiner.state_dict().items()},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_refiner(path: str | Path, map_location: str = "cpu") -> tuple[EdgeRefiner, int] | None:
+    """The edge refiner a checkpoint carries and its band (pixels), or None when it has none."""
+    entry = read_checkpoint(path, map_location).get(REFINER_KEY)
+    if entry is None:
+        return None
+    try:
+        refiner = EdgeRefiner(int(entry["width"]))
+        refiner.load_state_dict(entry["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CarsegError(
+            f"{path}: its edge refiner cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+            "predict without it (refiner=false / --no-refiner) or train it again"
+        ) from err
+    return refiner.to(map_location).eval(), int(entry.get("band", 16))

@@ -15,6 +15,7 @@ from torchmetrics.classification import BinaryF1Score
 
 from carseg.models.metrics import BinaryIoU, BoundaryF1
 from carseg.models.padding import DEFAULT_MULTIPLE, effective_multiple, pad_to_multiple
+from carseg.models.schedules import time_progress_of
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -145,7 +146,10 @@ class SegmentationModule(pl.LightningModule):
         interval = cfg.pop("interval", "step")
         make = instantiate(cfg, _partial_=True)
         kwargs = {}
-        if "total_steps" in inspect.signature(make).parameters:
+        parameters = inspect.signature(make).parameters
+        if "total_steps" in parameters:
             kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        if "time_progress" in parameters:
+            kwargs["time_progress"] = time_progress_of(self.trainer)
         scheduler = make(optimizer, **kwargs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

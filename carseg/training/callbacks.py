@@ -15,6 +15,12 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from carseg.drawing import PREDICTION_COLOUR, TRUTH_COLOUR, overlay
+from carseg.errors import CarsegError
+
+
+@rank_zero_only
+def rank_zero_print(message: str) -> None:
+    print(message, flush=True)
 
 
 class PredictionSamples(pl.Callback):
@@ -122,3 +128,63 @@ class EpochTimes(pl.Callback):
             stage["images"] += row["images"]
             stage["seconds"] = round(stage["seconds"] + row["seconds"], 1)
         return [{**s, "minutes": round(s["seconds"] / 60, 2)} for s in stages.values()]
+
+
+class TimeBudget(pl.Callback):
+    """Training by the clock: `minutes` of training (from the first training batch's epoch, set-up excluded).
+
+    - The learning-rate schedule reads `time_progress()` (see `carseg.models.schedules.warmup_cosine`), so
+      the decay ends when the budget does, however fast the machine.
+    - Stages of the data module's size schedule given as `{time: 0.3, size: [...]}` start with the first
+      epoch that begins after that share of the budget: a slower machine gets fewer epochs of each stage.
+    - When the budget is spent, training stops after the current batch; that last (partial) epoch is then
+      validated and checkpointed like any other before the run ends.
+    The trainer's own `max_epochs` / `max_time` still apply as outer limits.
+    """
+
+    def __init__(self, minutes: float):
+        if not minutes or minutes <= 0:
+            raise CarsegError(f"callbacks.time_budget.minutes={minutes}: give the training minutes, a number > 0")
+        self.seconds = float(minutes) * 60
+        self._start: float | None = None
+        self._resume_spent = 0.0
+        self.stopped_early = False
+
+    def time_progress(self) -> float:
+        """The share of the budget spent (0 before training starts)."""
+        return 0.0 if self._start is None else (time.monotonic() - self._start) / self.seconds
+
+    def _tell_datamodule(self, trainer: pl.Trainer) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if hasattr(datamodule, "time_progress"):
+            datamodule.time_progress = self.time_progress()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning keeps training to min_epochs=1 unless told otherwise; the budget may end within epoch 0
+        if trainer.fit_loop.min_epochs == 1:
+            trainer.fit_loop.min_epochs = 0
+        self._start = time.monotonic() - self._resume_spent
+        self._tell_datamodule(trainer)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        spent = self.time_progress() >= 1.0
+        spent = trainer.strategy.reduce_boolean_decision(spent, all=False)  # one rank's clock stops them all
+        if spent and not trainer.should_stop:
+            self.stopped_early = True
+            trainer.should_stop = True  # Lightning validates (and so checkpoints) before it stops
+            rank_zero_print(
+                f"carseg: time budget of {self.seconds / 60:.1f} min spent at epoch {trainer.current_epoch}, "
+                f"step {trainer.global_step}: validating and saving this epoch, then stopping"
+            )
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._tell_datamodule(trainer)  # the next epoch's size follows the time spent
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"spent_seconds": 0.0 if self._start is None else time.monotonic() - self._start}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # a resumed run continues the budget where it stopped
+        self._resume_spent = float(state_dict.get("spent_seconds", 0.0))

@@ -23,6 +23,7 @@ from carseg.models.module import SegmentationModule
 from carseg.training import ddp
 from carseg.training.callbacks import EpochTimes
 from carseg.training.devices import resolve_trainer_args
+from carseg.training.refinement import check_refiner_config, train_refiner
 
 MODES = ("max", "min")
 
@@ -173,6 +174,20 @@ def _report(trainer: pl.Trainer, cfg: DictConfig, seconds: float) -> dict[str, A
     return summary
 
 
+def _second_stage(cfg: DictConfig, summary: dict[str, Any]) -> dict[str, Any]:
+    """Train the edge refiner into the best and last checkpoints; add its figures to summary.json."""
+    last = runs.last_checkpoint(cfg.paths.output_dir)
+    targets = {Path(p) for p in (summary.get("best_checkpoint"), last) if p and Path(p).is_file()}
+    if not targets:
+        print("carseg: no checkpoint to add the edge refiner to; stage 2 skipped", file=sys.stderr)
+        return summary
+    trainer_args = resolve_trainer_args(OmegaConf.to_container(cfg.trainer, resolve=True))
+    summary["refiner"] = train_refiner(cfg.refiner, trainer_args, cfg.paths.output_dir, sorted(targets))
+    summary["wall_seconds_with_refiner"] = round(summary.get("wall_seconds", 0) + summary["refiner"]["minutes"] * 60, 1)
+    runs.write_summary(cfg.paths.output_dir, summary)
+    return summary
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train as `cfg` says; return the best value of `optimized_metric` (what sweepers optimise)."""
     ddp.install()
@@ -189,12 +204,16 @@ def _train(cfg: DictConfig) -> float | None:
     if resume_from is not None and rank_zero_only.rank == 0:
         print(f"carseg: resuming from {resume_from}")
     _configure_wandb(cfg, resume_from)
+    if cfg.get("refiner"):
+        check_refiner_config(cfg.refiner)
     start = time.time()
     datamodule, model, trainer = _build(cfg)
     try:
         if cfg.get("train", True):
             trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
         summary = _report(trainer, cfg, time.time() - start) or {}
+        if cfg.get("refiner") and cfg.get("train", True) and rank_zero_only.rank == 0:
+            summary = _second_stage(cfg, summary)
     except SystemExit as stop:  # SIGTERM (Lightning raises SIGTERMException) or Ctrl-C
         last = runs.last_checkpoint(cfg.paths.output_dir)
         hint = f"the same command with ckpt_path={last}" if last.is_file() else "no epoch had finished; start again"

@@ -84,6 +84,9 @@ def test_size_schedule_picks_the_size_of_each_epoch(tiny_root, tmp_path):
         ("{0:[64,96,3]}", "not valid"),
         ("{0:[16,96]}", "at least 32"),
         ("{0:64}", "not valid"),
+        ("[{time:0,size:[32,48]},{time:1.0,size:[64,96]}]", "0 to 1"),
+        ("[{time:0.1,size:[32,48]}]", "time 0"),
+        ("[{time:0,size:[32,48]},{epoch:2,size:[64,96]}]", "not both"),
     ],
 )
 def test_bad_size_schedule_names_the_key(tiny_root, tmp_path, schedule, match):
@@ -126,3 +129,23 @@ def test_training_follows_the_schedule(tiny_root, tmp_path):
     stages = times.stages()
     assert [s["size"] for s in stages] == ["32x48", "64x96"] and all(s["seconds"] > 0 for s in stages)
     assert sum(s["seconds"] for s in stages) == pytest.approx(sum(e["seconds"] for e in times.epochs), abs=0.2)
+
+
+def test_a_time_schedule_follows_the_share_of_the_budget_spent(tiny_root, tmp_path):
+    dm = _datamodule(tiny_root, tmp_path, "datamodule.size_schedule=[{time:0,size:[32,48]},{time:0.4,size:[64,96]}]")
+    assert dm.schedule_by_time
+    assert [dm.train_size(epoch, p) for epoch, p in [(0, 0.0), (5, 0.39), (1, 0.4), (2, 0.9)]] == [
+        (32, 48),
+        (32, 48),
+        (64, 96),
+        (64, 96),
+    ]
+    dm.time_progress = 0.5  # as the TimeBudget callback sets it at each epoch's end
+    assert dm.train_size(0) == (64, 96)
+
+
+def test_a_time_schedule_needs_the_budget(tiny_root, tmp_path):
+    dm = _datamodule(tiny_root, tmp_path, "datamodule.size_schedule=[{time:0,size:[32,48]},{time:0.5,size:[64,96]}]")
+    dm.trainer = pl.Trainer(logger=False, reload_dataloaders_every_n_epochs=1, enable_progress_bar=False)
+    with pytest.raises(CarsegError, match="callbacks.time_budget.minutes"):
+        dm.train_dataloader()

@@ -1,0 +1,174 @@
+"""The edge refiner: a small network that places the car's edge at full resolution.
+
+The coarse model sees the photo at its training size (320×480 for 1918×1280 photos); its upsampled
+probabilities put the edge within a few full-size pixels. The refiner sees the full-size photo and those
+probabilities around the edge and returns new logits there. It works on space-to-depth blocks (each 4×4
+pixel block becomes 16 channels of one position, as in sub-pixel super-resolution), so it keeps every
+full-size pixel at a quarter of the cost, and returns its 16 sub-pixel logits per block with a pixel
+shuffle.
+
+It is trained on crops of full-size photos around the true edge, its input probabilities made from the
+true mask as a coarse model would give them (`simulate_coarse`): shrunk to the coarse size, blurred,
+its level moved by smooth noise, sharpened or softened, upsampled again. So it needs no coarse model to
+train and can be trained before, after or beside one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from carseg.models.metrics import BinaryIoU, BoundaryF1
+from carseg.models.module import IMAGENET_MEAN, IMAGENET_STD
+from carseg.models.schedules import time_progress_of, warmup_cosine
+
+# the space-to-depth factor (the coarse model's usual reduction, 1918x1280 -> 480x320)
+BLOCK = 4
+
+
+def _conv(c_in: int, c_out: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class EdgeRefiner(nn.Module):
+    """(photo, coarse probability) at full size → car logits at full size.
+
+    Input: uint8-range RGB (N, 3, H, W) and probabilities (N, 1, H, W), H and W multiples of 8.
+    Receptive field about 90 full-size pixels; about 8,000 multiply-adds per full-size pixel at width 48.
+    """
+
+    def __init__(self, width: int = 48):
+        super().__init__()
+        self.width = width
+        c_in = 4 * BLOCK * BLOCK
+        self.enc1 = nn.Sequential(_conv(c_in, width), _conv(width, width))
+        self.enc2 = nn.Sequential(_conv(width, width, stride=2), _conv(width, width, dilation=2), _conv(width, width))
+        self.dec1 = nn.Sequential(_conv(2 * width, width), _conv(width, width))
+        self.head = nn.Conv2d(width, BLOCK * BLOCK, 3, padding=1)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
+
+    def forward(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([(image.float() - self.mean) / self.std, coarse.float() * 2 - 1], dim=1)
+        x = F.pixel_unshuffle(x, BLOCK)
+        f1 = self.enc1(x)
+        f2 = self.enc2(f1)
+        up = F.interpolate(f2, size=f1.shape[-2:], mode="bilinear", align_corners=False)
+        out = self.head(self.dec1(torch.cat([f1, up], dim=1)))
+        # the coarse logit as a prior: the network learns the correction
+        prior = torch.logit(coarse.float().clamp(1e-4, 1 - 1e-4))
+        return F.pixel_shuffle(out, BLOCK) + prior.clamp(-6, 6)
+
+
+def band_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Pixels within `radius` (square neighbourhood) of the edge of a 0/1 mask (N, 1, H, W), either side."""
+    k = 2 * radius + 1
+    dilated = F.max_pool2d(mask, k, stride=1, padding=radius)
+    eroded = -F.max_pool2d(-mask, k, stride=1, padding=radius)
+    return dilated != eroded
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each sample of (N, 1, h, w) with its own sigma (N,) in pixels (0: unchanged)."""
+    radius = 3
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernels = torch.exp(-(t[None] ** 2) / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))
+    kernels = kernels / kernels.sum(1, keepdim=True)
+    n = x.shape[0]
+    padded = F.pad(x.transpose(0, 1), (radius, radius, radius, radius), mode="replicate")  # (1, N, h, w)
+    out = F.conv2d(padded, kernels.view(n, 1, 1, -1), groups=n)
+    out = F.conv2d(out, kernels.view(n, 1, -1, 1), groups=n)
+    return out.transpose(0, 1)
+
+
+def simulate_coarse(mask: torch.Tensor, generator: torch.Generator | None = None, factor: int = BLOCK) -> torch.Tensor:
+    """Probabilities (N, 1, H, W) such as a coarse model working at 1/`factor` size gives, made from true
+    0/1 masks (N, 1, H, W): the car's share of each coarse pixel, blurred (sigma up to 1.5 coarse pixels),
+    its level moved by smooth noise (the edge shifts by up to about 1.5 coarse pixels, more where the
+    mask is blurred), sharpened or softened, then upsampled bilinearly."""
+    n, _, h, w = mask.shape
+    dev = mask.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator, device="cpu").to(dev)
+
+    low = F.avg_pool2d(mask.float(), factor)
+    low = _gaussian_blur(low, rand(n) * 1.5)
+    grid = max(2, math.ceil(low.shape[-1] / 16))
+    noise = (rand(n, 1, grid, grid) * 2 - 1) * (rand(n, 1, 1, 1) * 0.45)
+    low = low + F.interpolate(noise, size=low.shape[-2:], mode="bicubic", align_corners=False)
+    sharpness = 2 + rand(n, 1, 1, 1) * 14
+    low = torch.sigmoid((low - 0.5) * sharpness)
+    return F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+
+
+class RefinerModule(pl.LightningModule):
+    """Trains an EdgeRefiner on crops (image, true mask) of full-size photos (`carseg.data.edge_crops`).
+
+    Each step makes the coarse input from the true mask (`simulate_coarse`); the loss is binary
+    cross-entropy over the band the refiner will be used on at prediction: the pixels within `band` of the
+    coarse mask's edge. Validation logs the car IoU within that band, of the refiner (`refiner/val_iou`)
+    and of its coarse input (`refiner/val_iou_coarse`), and the refiner's boundary F1 at 2 px.
+    """
+
+    def __init__(
+        self, width: int = 48, band: int = 16, lr: float = 2e-3, weight_decay: float = 1e-4, warmup_fraction=0.03
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = EdgeRefiner(width)
+        self.val_iou, self.val_iou_coarse = BinaryIoU(), BinaryIoU()
+        self.val_boundary_f1, self.val_boundary_f1_coarse = BoundaryF1(tolerance=2), BoundaryF1(tolerance=2)
+
+    def forward(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        return self.net(image, coarse)
+
+    def _step(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> tuple:
+        mask = batch["mask"]
+        coarse = simulate_coarse(mask, generator)
+        band = band_mask((coarse > 0.5).float(), self.hparams.band)
+        logits = self(batch["image"], coarse).float()
+        loss = F.binary_cross_entropy_with_logits(logits[band], mask[band]) if band.any() else logits.sum() * 0
+        return loss, logits, coarse, band
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, *_ = self._step(batch)
+        self.log("refiner/train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["mask"]))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._generator = torch.Generator().manual_seed(0)  # the same coarse inputs every epoch
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, coarse, band = self._step(batch, self._generator)
+        target = (batch["mask"] > 0.5).int()
+        pred = logits > 0
+        self.val_iou.update(pred[band], target[band])
+        self.val_iou_coarse.update((coarse > 0.5)[band], target[band])
+        self.val_boundary_f1.update(pred, target)
+        self.val_boundary_f1_coarse.update(coarse > 0.5, target)
+        n = len(target)
+        self.log("refiner/val_loss", loss, prog_bar=True, batch_size=n)
+        self.log("refiner/val_iou", self.val_iou, prog_bar=True, batch_size=n)
+        self.log("refiner/val_iou_coarse", self.val_iou_coarse, batch_size=n)
+        self.log("refiner/val_boundary_f1", self.val_boundary_f1, prog_bar=True, batch_size=n)
+        self.log("refiner/val_boundary_f1_coarse", self.val_boundary_f1_coarse, batch_size=n)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        scheduler = warmup_cosine(
+            optimizer,
+            int(self.trainer.estimated_stepping_batches),
+            warmup_fraction=self.hparams.warmup_fraction,
+            time_progress=time_progress_of(self.trainer),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

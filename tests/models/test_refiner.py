@@ -1,0 +1,80 @@
+"""The edge refiner's network, its coarse-input simulation, its band, and that it learns an edge."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from carseg.errors import CarsegError
+from carseg.models.checkpoint import REFINER_KEY, embed_refiner, load_refiner, read_checkpoint
+from carseg.models.refiner import EdgeRefiner, RefinerModule, band_mask, simulate_coarse
+
+
+def _disk_masks(n: int = 4, size: int = 64) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    radii = torch.linspace(14, 24, n)
+    return torch.stack([((yy - size / 2) ** 2 + (xx - size / 2 + 3) ** 2 <= r**2).float() for r in radii])[:, None]
+
+
+def test_refiner_keeps_the_full_size():
+    net = EdgeRefiner(width=8).eval()
+    image, coarse = torch.rand(2, 3, 48, 72) * 255, torch.rand(2, 1, 48, 72)
+    assert net(image, coarse).shape == (2, 1, 48, 72)
+
+
+def test_simulated_coarse_input_is_near_the_mask_but_not_it():
+    masks = _disk_masks(8)
+    coarse = simulate_coarse(masks, torch.Generator().manual_seed(0))
+    assert coarse.shape == masks.shape and 0 <= coarse.min() and coarse.max() <= 1
+    agree = ((coarse > 0.5) == (masks > 0.5)).float().mean()
+    assert agree > 0.9  # the car is where it was
+    band = band_mask(masks, 3)
+    assert ((coarse > 0.5) != (masks > 0.5))[band].any()  # but its edge has moved somewhere
+    assert not ((coarse > 0.5) != (masks > 0.5))[~band_mask(masks, 16)].any()  # and only near the edge
+
+
+def test_band_is_the_pixels_near_the_edge():
+    mask = torch.zeros(1, 1, 20, 20)
+    mask[..., :, 10:] = 1
+    band = band_mask(mask, 2)[0, 0]
+    assert band[:, 8:12].all() and not band[:, :8].any() and not band[:, 12:].any()
+
+
+@pytest.mark.slow
+def test_refiner_learns_to_place_an_edge_from_the_photo():
+    """Photos whose car is a brighter disk: the loss within the band falls as the refiner trains."""
+    torch.manual_seed(0)
+    masks = _disk_masks(16)
+    images = (masks * 150 + 50 + torch.randn_like(masks) * 5).expand(-1, 3, -1, -1).clamp(0, 255)
+    module = RefinerModule(width=8, band=8, lr=5e-3)
+    opt = torch.optim.AdamW(module.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(60):
+        loss, *_ = module._step({"image": images, "mask": masks})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
+
+
+def test_a_refiner_travels_in_the_checkpoint(small_ckpt, tmp_path):
+    path = tmp_path / "with_refiner.ckpt"
+    path.write_bytes(small_ckpt.read_bytes())
+    assert load_refiner(path) is None
+    net = EdgeRefiner(width=8)
+    embed_refiner(path, net, band=12)
+    loaded, band = load_refiner(path)
+    assert band == 12 and loaded.width == 8
+    for key, value in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    assert not list(tmp_path.glob("*.tmp"))  # written atomically, nothing left over
+
+
+def test_a_damaged_refiner_entry_is_one_clear_error(small_ckpt, tmp_path):
+    path = tmp_path / "damaged.ckpt"
+    ckpt = read_checkpoint(small_ckpt)
+    ckpt[REFINER_KEY] = {"width": 8, "band": 16, "state_dict": {"enc1.0.0.weight": torch.zeros(1)}}
+    torch.save(ckpt, path)
+    with pytest.raises(CarsegError, match="edge refiner cannot be read.*--no-refiner"):
+        load_refiner(path)

@@ -1,0 +1,110 @@
+"""Training by the clock (TimeBudget) and the second stage that trains the edge refiner into the checkpoints."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from carseg.errors import CarsegError
+from carseg.inference.predictor import Predictor
+from carseg.models.checkpoint import REFINER_KEY, read_checkpoint
+from carseg.training import callbacks
+from carseg.training.run import train
+from tests.helpers import compose_cfg, tiny_overrides
+
+
+def _cfg(tiny_root, tmp_path, *extra):
+    return compose_cfg(
+        "train", [*tiny_overrides(tiny_root, tmp_path), "trainer=cpu", "logger=csv", *extra], tmp_path / "run"
+    )
+
+
+class _StepClock:
+    """A clock that moves 0.05 s each time it is read (the budget reads it at each step): the run's course
+    depends on its steps, not on how busy the machine is."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        self.now += 0.05
+        return self.now
+
+    perf_counter = staticmethod(time.perf_counter)
+
+
+@pytest.mark.slow
+def test_a_spent_budget_validates_and_saves_the_last_epoch(tiny_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(callbacks, "time", _StepClock())
+    cfg = _cfg(
+        tiny_root,
+        tmp_path,
+        "callbacks=[default,time_budget]",
+        "callbacks.time_budget.minutes=0.2",
+        "trainer.max_epochs=1000",
+        "datamodule.batch_size=2",
+        "datamodule.size_schedule=[{time:0,size:[32,48]},{time:0.5,size:[64,96]}]",
+        "+trainer.reload_dataloaders_every_n_epochs=1",
+    )
+    train(cfg)
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0 < summary["epochs"] < 999 and "time budget of 0.2 min spent" in capsys.readouterr().out
+    # the stopped epoch was validated, and it is the epoch last.ckpt holds
+    metrics = pd.read_csv(run / "csv" / "metrics.csv")
+    last_val_epoch = int(metrics.dropna(subset=["val/iou"])["epoch"].iloc[-1])
+    assert last_val_epoch == summary["epoch_times"][-1]["epoch"]
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == last_val_epoch
+    # both sizes trained, the second after half the budget; the learning rate ended at its floor
+    assert [s["size"] for s in summary["stages"]] == ["32x48", "64x96"]
+    lrs = metrics["lr-AdamW"].dropna()
+    assert lrs.iloc[-1] < 0.1 * lrs.max()
+
+
+@pytest.mark.slow
+def test_the_edge_refiner_is_trained_into_the_checkpoints(tiny_root, tiny_data, tmp_path):
+    cfg = _cfg(
+        tiny_root,
+        tmp_path,
+        "trainer.max_epochs=1",
+        "refiner=edge",
+        f"refiner.data.data_dir={tiny_data}",
+        f"refiner.data.val_dir={tiny_data}",
+        "refiner.data.crop=64",
+        "refiner.data.batch_size=4",
+        "refiner.data.crops_per_epoch=16",
+        "refiner.data.val_crops=8",
+        "refiner.data.val_photos=4",
+        "refiner.module.width=8",
+        "refiner.minutes=0.05",
+    )
+    train(cfg)
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    refiner = summary["refiner"]
+    assert refiner["global_step"] > 0 and 0 <= refiner["refiner/val_iou"] <= 1
+    assert sorted(refiner["checkpoints"]) == sorted({summary["best_checkpoint"], str(run / "checkpoints" / "last.ckpt")})
+    for path in refiner["checkpoints"]:
+        assert read_checkpoint(path)[REFINER_KEY]["width"] == 8
+    predictor = Predictor(ckpt=summary["best_checkpoint"], precision="32")
+    assert predictor.refiner is not None
+    image = torch.randint(0, 255, (96, 144, 3), dtype=torch.uint8).numpy()
+    assert predictor.masks([image]).shape == (1, 96, 144)
+    assert (run / "refiner" / "metrics.csv").is_file()
+
+
+def test_missing_refiner_data_stops_before_training(tiny_root, tmp_path):
+    cfg = _cfg(tiny_root, tmp_path, "refiner=edge", f"refiner.data.data_dir={tmp_path}/nowhere")
+    with pytest.raises(CarsegError, match=r"refiner.data.data_dir=.*nowhere: no such folder.*refiner=none"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_time_budget_needs_its_minutes(tiny_root, tmp_path):
+    cfg = _cfg(tiny_root, tmp_path, "callbacks=[default,time_budget]", "callbacks.time_budget.minutes=0")
+    with pytest.raises(CarsegError, match="callbacks.time_budget.minutes=0"):
+        train(cfg)
