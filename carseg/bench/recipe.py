@@ -21,6 +21,7 @@ import pandas as pd
 from PIL import Image
 
 from carseg import runs
+from carseg.bench.edges import edge_figure
 from carseg.bench.report import show, write
 from carseg.errors import CarsegError
 from carseg.models.checkpoint import load_refiner
@@ -162,6 +163,8 @@ def run(
         for name in ("loss_curve.png", "iou_curve.png", "panels.png", "worst.png"):
             if (best / name).is_file():
                 _small_png(best / name, fig_dir / name)
+        if has_refiner:
+            _small_png(edge_figure(ckpt, eval_dir, Path(run_dir) / "edge_crops.png"), fig_dir / "edge_crops.png")
         shutil.copy(out, fig_dir / Path(out).name)
         print(f"carseg: figures written to {fig_dir}")
     return payload

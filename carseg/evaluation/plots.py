@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import matplotlib
 
 matplotlib.use("Agg")
@@ -72,6 +73,56 @@ def prediction_panels(
             if r == 0:
                 ax.set_title(columns[c])
         axes[r][0].set_ylabel(name, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def edge_spots(truth: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict[str, tuple[int, int]]:
+    """Where to look at a car's edge, as (y, x) centres: the roof line (the car's top), the two wheels (its
+    lowest points in the left and right halves of its extent) and the spot where the two masks differ most."""
+    ys, xs = np.nonzero(truth)
+    spots: dict[str, tuple[int, int]] = {}
+    if len(ys) == 0:
+        return spots
+    top = ys.min()
+    spots["roof line"] = (int(top), int(xs[ys == top].mean()))
+    middle = (xs.min() + xs.max()) // 2
+    for name, side in (("wheel, left", xs < middle), ("wheel, right", xs >= middle)):
+        if side.any():
+            low = ys[side].max()
+            spots[name] = (int(low), int(xs[side][ys[side] == low].mean()))
+    differ = (before > 0.5) != (after > 0.5)
+    if differ.any():  # the peak of the changed pixels' density (a Gaussian of 8 px)
+        density = cv2.GaussianBlur(differ.astype(np.float32), (0, 0), 8)
+        y, x = np.unravel_index(int(density.argmax()), density.shape)
+        spots["most changed"] = (int(y), int(x))
+    return spots
+
+
+def edge_crop_panels(
+    rows: Sequence[tuple[str, Sequence[np.ndarray]]],
+    columns: Sequence[str],
+    out: str | Path,
+    title: str = "",
+) -> Path:
+    """Rows of (label, pictures): zoomed full-size crops side by side, one column per way of cutting out."""
+    fig, axes = plt.subplots(
+        len(rows), len(columns), figsize=(3.1 * len(columns), 3.1 * len(rows) + 0.5), dpi=100, squeeze=False
+    )
+    for r, (label, pictures) in enumerate(rows):
+        for c, picture in enumerate(pictures):
+            ax = axes[r][c]
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(columns[c], fontsize=10)
+        axes[r][0].set_ylabel(label, fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
