@@ -129,9 +129,15 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     from carseg.inference.export import export_onnx
+    from carseg.models.checkpoint import load_refiner
 
     out = export_onnx(args.ckpt, args.out, args.opset)
     print(f"carseg: exported {args.ckpt} to {out}")
+    if load_refiner(args.ckpt) is not None:
+        print(
+            "carseg: note: the checkpoint's edge refiner is not part of the ONNX model; predict or serve with "
+            "--ckpt for refined edges"
+        )
 
 
 def _serve(args: argparse.Namespace) -> None:

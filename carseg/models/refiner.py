@@ -42,7 +42,9 @@ def _conv(c_in: int, c_out: int, dilation: int = 1, stride: int = 1) -> nn.Seque
 class EdgeRefiner(nn.Module):
     """(photo, coarse probability) at full size → car logits at full size.
 
-    Input: uint8-range RGB (N, 3, H, W) and probabilities (N, 1, H, W), H and W multiples of 8.
+    Input: uint8-range RGB (N, 3, H, W) and probabilities (N, 1, H, W), H and W multiples of 8. The coarse
+    probabilities are an input, not a prior added to the output: so trained, it learned the edge's place
+    several times faster.
     Receptive field about 90 full-size pixels; about 8,000 multiply-adds per full-size pixel at width 48.
     """
 
@@ -63,10 +65,7 @@ class EdgeRefiner(nn.Module):
         f1 = self.enc1(x)
         f2 = self.enc2(f1)
         up = F.interpolate(f2, size=f1.shape[-2:], mode="bilinear", align_corners=False)
-        out = self.head(self.dec1(torch.cat([f1, up], dim=1)))
-        # the coarse logit as a prior: the network learns the correction
-        prior = torch.logit(coarse.float().clamp(1e-4, 1 - 1e-4))
-        return F.pixel_shuffle(out, BLOCK) + prior.clamp(-6, 6)
+        return F.pixel_shuffle(self.head(self.dec1(torch.cat([f1, up], dim=1))), BLOCK)
 
 
 def band_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -115,13 +114,21 @@ class RefinerModule(pl.LightningModule):
     """Trains an EdgeRefiner on crops (image, true mask) of full-size photos (`carseg.data.edge_crops`).
 
     Each step makes the coarse input from the true mask (`simulate_coarse`); the loss is binary
-    cross-entropy over the band the refiner will be used on at prediction: the pixels within `band` of the
-    coarse mask's edge. Validation logs the car IoU within that band, of the refiner (`refiner/val_iou`)
+    cross-entropy over the band the refiner will be used on at prediction (the pixels within `band` of the
+    coarse mask's edge), where pixels within `edge_radius` of the true edge weigh `edge_weight` times.
+    Validation logs the car IoU within that band, of the refiner (`refiner/val_iou`)
     and of its coarse input (`refiner/val_iou_coarse`), and the refiner's boundary F1 at 2 px.
     """
 
     def __init__(
-        self, width: int = 48, band: int = 16, lr: float = 2e-3, weight_decay: float = 1e-4, warmup_fraction=0.03
+        self,
+        width: int = 48,
+        band: int = 16,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+        warmup_fraction: float = 0.03,
+        edge_weight: float = 5.0,
+        edge_radius: int = 3,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -137,8 +144,12 @@ class RefinerModule(pl.LightningModule):
         coarse = simulate_coarse(mask, generator)
         band = band_mask((coarse > 0.5).float(), self.hparams.band)
         logits = self(batch["image"], coarse).float()
-        loss = F.binary_cross_entropy_with_logits(logits[band], mask[band]) if band.any() else logits.sum() * 0
-        return loss, logits, coarse, band
+        if not band.any():
+            return logits.sum() * 0, logits, coarse, band
+        # pixels near the true edge count `edge_weight` times: elsewhere in the band the answer is easy
+        weight = (1 + (self.hparams.edge_weight - 1) * band_mask(mask, self.hparams.edge_radius).float())[band]
+        losses = F.binary_cross_entropy_with_logits(logits[band], mask[band], reduction="none")
+        return (losses * weight).sum() / weight.sum(), logits, coarse, band
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, *_ = self._step(batch)
