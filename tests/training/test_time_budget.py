@@ -87,7 +87,9 @@ def test_the_edge_refiner_is_trained_into_the_checkpoints(tiny_root, tiny_data, 
     summary = json.loads((run / "summary.json").read_text())
     refiner = summary["refiner"]
     assert refiner["global_step"] > 0 and 0 <= refiner["refiner/val_iou"] <= 1
-    assert sorted(refiner["checkpoints"]) == sorted({summary["best_checkpoint"], str(run / "checkpoints" / "last.ckpt")})
+    assert sorted(refiner["checkpoints"]) == sorted(
+        {summary["best_checkpoint"], str(run / "checkpoints" / "last.ckpt")}
+    )
     for path in refiner["checkpoints"]:
         assert read_checkpoint(path)[REFINER_KEY]["width"] == 8
     predictor = Predictor(ckpt=summary["best_checkpoint"], precision="32")
