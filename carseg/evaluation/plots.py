@@ -57,22 +57,29 @@ def plot_curves(metrics_csv: str | Path, out_dir: str | Path) -> list[Path]:
     return [w for w in written if w is not None]
 
 
-def prediction_panels(
-    rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], out: str | Path, title: str = ""
+def _picture_grid(
+    rows: Sequence[tuple[str, Sequence[np.ndarray]]],
+    columns: Sequence[str],
+    out: str | Path,
+    title: str,
+    cell: tuple[float, float],
+    dpi: int,
+    interpolation: str | None = None,
+    title_size: float | None = None,
 ) -> Path:
-    """Rows of (name, image, true mask, predicted mask, composite) as input | truth | prediction | new background."""
-    columns = ["input", "true mask", "predicted mask", "on a new background"]
-    fig, axes = plt.subplots(len(rows), 4, figsize=(13, 2.3 * len(rows) + 0.4), dpi=110, squeeze=False)
-    for r, (name, image, truth, pred, comp) in enumerate(rows):
-        pictures = [image, overlay(image, truth, TRUTH_COLOUR), overlay(image, pred, PREDICTION_COLOUR), comp]
+    """Rows of (label, pictures) as a grid of images without axes, titled by `columns`, saved to `out`."""
+    fig, axes = plt.subplots(
+        len(rows), len(columns), figsize=(cell[0], cell[1] * len(rows) + 0.4), dpi=dpi, squeeze=False
+    )
+    for r, (label, pictures) in enumerate(rows):
         for c, picture in enumerate(pictures):
             ax = axes[r][c]
-            ax.imshow(picture)
+            ax.imshow(picture, interpolation=interpolation)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(columns[c])
-        axes[r][0].set_ylabel(name, fontsize=8)
+                ax.set_title(columns[c], fontsize=title_size)
+        axes[r][0].set_ylabel(label, fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -80,6 +87,18 @@ def prediction_panels(
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def prediction_panels(
+    rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], out: str | Path, title: str = ""
+) -> Path:
+    """Rows of (name, image, true mask, predicted mask, composite) as input | truth | prediction | new background."""
+    grid = [
+        (name, [image, overlay(image, truth, TRUTH_COLOUR), overlay(image, pred, PREDICTION_COLOUR), comp])
+        for name, image, truth, pred, comp in rows
+    ]
+    columns = ["input", "true mask", "predicted mask", "on a new background"]
+    return _picture_grid(grid, columns, out, title, cell=(13, 2.3), dpi=110)
 
 
 def edge_spots(truth: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict[str, tuple[int, int]]:
@@ -111,22 +130,5 @@ def edge_crop_panels(
     title: str = "",
 ) -> Path:
     """Rows of (label, pictures): zoomed full-size crops side by side, one column per way of cutting out."""
-    fig, axes = plt.subplots(
-        len(rows), len(columns), figsize=(3.1 * len(columns), 3.1 * len(rows) + 0.5), dpi=100, squeeze=False
-    )
-    for r, (label, pictures) in enumerate(rows):
-        for c, picture in enumerate(pictures):
-            ax = axes[r][c]
-            ax.imshow(picture, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(columns[c], fontsize=10)
-        axes[r][0].set_ylabel(label, fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    cell = (3.1 * len(columns), 3.1)
+    return _picture_grid(rows, columns, out, title, cell=cell, dpi=100, interpolation="nearest", title_size=10)
