@@ -127,17 +127,32 @@ def _predict(args: argparse.Namespace) -> None:
         )
 
 
+def _refine(args: argparse.Namespace) -> None:
+    from carseg.training.run import refine_run
+
+    summary = refine_run(args.run_dir, args.overrides)
+    print(f"carseg: edge refiner written into {len(summary['refiner']['checkpoints'])} checkpoint(s) of {args.run_dir}")
+
+
 def _export(args: argparse.Namespace) -> None:
-    from carseg.inference.export import export_onnx
-    from carseg.models.checkpoint import load_refiner
+    from carseg.inference.export import export_onnx, refiner_path
 
     out = export_onnx(args.ckpt, args.out, args.opset)
-    print(f"carseg: exported {args.ckpt} to {out}")
-    if load_refiner(args.ckpt) is not None:
-        print(
-            "carseg: note: the checkpoint's edge refiner is not part of the ONNX model; predict or serve with "
-            "--ckpt for refined edges"
-        )
+    second = refiner_path(out)
+    print(f"carseg: exported {args.ckpt} to {out}" + (f" and its edge refiner to {second}" if second.is_file() else ""))
+    if second.is_file():
+        print("carseg: keep the two files side by side; `--onnx` reads both")
+
+
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def allowed_hosts(bound: str, extra: Sequence[str] | None) -> list[str] | None:
+    """The Host names `carseg serve` answers: the localhost names and the address it is bound to, plus
+    `extra` (--allowed-hosts); bound to every interface without `extra`, any (None)."""
+    if bound in ("0.0.0.0", "::") and not extra:
+        return None
+    return list(dict.fromkeys([*LOCAL_NAMES, bound, *(extra or [])]))
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -158,6 +173,7 @@ def _serve(args: argparse.Namespace) -> None:
         max_upload_mb=args.max_upload_mb,
         max_megapixels=args.max_megapixels,
         api_key=args.api_key or os.environ.get("CARSEG_API_KEY") or None,
+        allowed_hosts=allowed_hosts(args.host, args.allowed_hosts),
         predictor={
             "tta": args.tta,
             "precision": args.precision,
@@ -216,7 +232,7 @@ def _bench_ceiling(args: argparse.Namespace) -> None:
     from carseg.bench.ceiling import run
 
     sizes = [tuple(s) for s in args.size] if args.size else [(160, 240), (320, 480)]
-    run(args.dir, sizes, args.images, args.refine_radius, args.out)
+    run(args.dir, sizes, args.images, args.refine_radius, args.out, args.ckpt)
 
 
 def _bench_recipe(args: argparse.Namespace) -> None:
@@ -303,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--queue", type=int, default=8, help="requests that may wait; beyond them: 503 + Retry-After")
     serve.add_argument("--max-upload-mb", type=float, default=25.0)
     serve.add_argument("--max-megapixels", type=float, default=50.0, help="larger photos are refused (413)")
+    serve.add_argument(
+        "--allowed-hosts",
+        nargs="+",
+        metavar="NAME",
+        help="Host names it answers besides localhost and the bound address (behind a proxy or a DNS name; "
+        "*.example.com for subdomains); others get 400",
+    )
     serve.add_argument("--api-key", help="require it in X-Api-Key on every endpoint but /health (or CARSEG_API_KEY)")
     serve.add_argument("--tta", action="store_true", help="average with the horizontally flipped photo")
     serve.add_argument("--precision", default="auto", help="auto, 32, bf16 or 16 (checkpoints only)")
@@ -310,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-refiner", action="store_true", help="leave out the checkpoint's edge refiner")
     serve.add_argument("--quiet", action="store_true", help="no access log")
     serve.set_defaults(func=_serve)
+
+    refine = commands.add_parser(
+        "refine", help="train (again) the edge refiner of a finished training run, into its checkpoints"
+    )
+    refine.add_argument("run_dir", help="the run's folder (logs/train/runs/<time>)")
+    refine.add_argument("overrides", nargs="*", help="config overrides (refiner=edge refiner.max_steps=2000 ...)")
+    refine.set_defaults(func=_refine)
 
     export = commands.add_parser("export", help="export a checkpoint to ONNX (dynamic batch and size)")
     export.add_argument("--ckpt", required=True)
@@ -332,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ceiling.add_argument("--images", type=int, help="only the first N pairs")
     ceiling.add_argument("--refine-radius", type=int, default=8)
+    ceiling.add_argument("--ckpt", help="also the edge refiner's ceiling on this model: the truth pasted into its band")
     ceiling.add_argument("--out", default="bench/ceiling.json")
     ceiling.set_defaults(func=_bench_ceiling)
     recipe = bench.add_parser("recipe", help="train an experiment, then score it at full resolution (JSON)")

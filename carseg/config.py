@@ -24,3 +24,11 @@ def compose_config(config_name: str = "train", overrides: Sequence[str] = ()) ->
 def model_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
     """The `model` section for `model=<name>` (conf/model/<name>.yaml) with `model.*` overrides."""
     return compose_config("train", [f"model={name}", *overrides]).model
+
+
+def config_choices(config_name: str = "train", overrides: Sequence[str] = ()) -> dict[str, str]:
+    """The option chosen in each config group (`{"model": "unet_resnet18_light", ...}`) after `overrides`,
+    experiments included."""
+    with initialize_config_module(version_base=VERSION_BASE, config_module=CONFIG_MODULE):
+        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    return {str(k): str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None}

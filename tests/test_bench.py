@@ -40,8 +40,19 @@ def test_bench_recipe_scores_a_finished_run(trained, tiny_data, tmp_path):
     from carseg.bench.recipe import run
 
     out = tmp_path / "recipe.json"
-    run("example", str(tiny_data), str(out), refine_radius=0, figures=str(tmp_path / "fig"), run_dir=str(trained[0]))
+    run(
+        "example",
+        str(tiny_data),
+        str(out),
+        refine_radius=0,
+        figures=str(tmp_path / "fig"),
+        run_dir=str(trained[0]),
+        speed_steps=1,
+    )
     result = json.loads(out.read_text())
+    # the day's speed beside the wall times: the bare step of the experiment's model at each of its sizes
+    assert result["bare_step_rate"] and all(r["bare step img/s"] > 0 for r in result["bare_step_rate"])
+    assert result["stage1_steps"] == json.loads((trained[0] / "summary.json").read_text())["global_step"]
     evals = result["evaluations"]
     assert [(e["tta_flip"], e["refine_radius"]) for e in evals] == [(False, 0), (True, 0)]
     assert all(0.5 < e["mean_iou"] <= e["mean_dice"] <= 1 and e["images"] == TINY_PAIRS for e in evals)
@@ -50,6 +61,16 @@ def test_bench_recipe_scores_a_finished_run(trained, tiny_data, tmp_path):
     for name in ("loss_curve.png", "iou_curve.png", "panels.png"):
         with Image.open(tmp_path / "fig" / name) as im:
             assert im.width <= 1100 and im.mode == "P"
+
+
+def test_the_refiners_ceiling_pastes_the_truth_into_its_band(best_ckpt, tiny_data):
+    from carseg.bench.ceiling import refiner_ceiling
+
+    rows = {r["what"]: r for r in refiner_ceiling(best_ckpt, tiny_data, bands=(1, 4), tta=False, images=4)}
+    model, narrow, wide = rows["model, no refiner"], rows["truth pasted within 1 px"], rows["truth pasted within 4 px"]
+    for key in ("mean_iou", "mean_dice", "mean_boundary_f1"):
+        assert model[key] <= narrow[key] <= wide[key] <= 1
+    assert wide["mean_iou"] > model["mean_iou"]
 
 
 def test_bench_ceiling_orders_the_sizes(tiny_data, tmp_path):
@@ -90,7 +111,8 @@ def test_bench_train_end_to_end_row(tiny_root, tmp_path):
     from tests.helpers import tiny_overrides
 
     overrides = [o for o in tiny_overrides(tiny_root, tmp_path) if not o.startswith("paths.root_dir")]
-    row = end_to_end("example", model="fpn_resnet34", overrides=[*overrides, "trainer.precision=32-true"])
+    row = end_to_end("example", overrides=[*overrides, "model=fpn_resnet34", "trainer.precision=32-true"])
+    assert row["model"] == "fpn_resnet34"  # the bare loop times the model the epoch trained
     assert row["size"] == "64x96" and row["batch"] == 8 and row["epoch images"] == 64  # 4 of 6 cars, 16 photos each
     assert row["real epoch img/s"] > 0 and row["bare step img/s"] > 0
     assert row["real/bare"] == pytest.approx(row["real epoch img/s"] / row["bare step img/s"], rel=1e-2)

@@ -1,10 +1,12 @@
 """A training recipe as a benchmark: train an experiment, time it, score it at full resolution.
 
-`carseg bench recipe` runs `carseg-train experiment=<name>`, then `carseg-evaluate` on a Carvana-layout folder
-(at each image's own resolution) without and with flip TTA, the checkpoint's edge refiner (when it has one)
-and, if asked, guided-filter refinement, and writes one JSON with the wall time of each stage, every score,
-the prediction time per photo and how many cars the edge refiner improved; `--figures DIR` keeps the curves
-and prediction panels of the best scoring evaluation (small PNGs).
+`carseg bench recipe` measures the machine's bare training step rate at each of the recipe's sizes (so that
+the wall times can be read against the day's speed), runs `carseg-train experiment=<name>`, then
+`carseg-evaluate` on a Carvana-layout folder (at each image's own resolution) without and with flip TTA, the
+checkpoint's edge refiner (when it has one) and, if asked, guided-filter refinement, and the edge refiner's
+ceiling (the truth pasted into its band), and writes one JSON with the steps, minutes and img/s of each
+stage, every score, the prediction time per photo and how many cars the edge refiner improved;
+`--figures DIR` keeps the curves and prediction panels of the best scoring evaluation (small PNGs).
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ import pandas as pd
 from PIL import Image
 
 from carseg import runs
+from carseg.bench.ceiling import refiner_ceiling
 from carseg.bench.edges import edge_figure
 from carseg.bench.report import show, write
+from carseg.bench.train import Case, bare_loop
+from carseg.config import compose_config, config_choices
 from carseg.errors import CarsegError
 from carseg.models.checkpoint import load_refiner
 
@@ -82,19 +87,39 @@ def _cars_improved(evals: list[dict[str, Any]], outputs: list[Path]) -> None:
         row["cars_improved_boundary_f1"] = f"{int((new['boundary_f1'] > old['boundary_f1']).sum())}/{len(new)}"
 
 
+def machine_speed(overrides: list[str], steps: int = 6) -> list[dict[str, Any]]:
+    """The bare PyTorch training step rate (img/s) of the recipe's model, batch and precision at each of its
+    training sizes, on this machine now."""
+    cfg = compose_config("train", overrides)
+    model = config_choices("train", overrides)["model"]
+    dm = cfg.datamodule
+    sizes = [tuple(stage["size"]) for stage in dm.get("size_schedule") or []] or [tuple(dm.image_size)]
+    bf16 = str(cfg.trainer.precision).startswith("bf16")
+    channels_last = bool(cfg.model.get("channels_last", True))
+    rows = []
+    for size in dict.fromkeys(sizes):
+        rate = bare_loop(Case(model, size, int(dm.batch_size), steps, 2, channels_last, bf16))
+        rows.append({"size": f"{size[0]}x{size[1]}", "model": model, "bare step img/s": round(rate, 2)})
+    return rows
+
+
 def run(
     experiment: str,
     eval_dir: str,
     out: str,
-    refine_radius: int = 8,
+    refine_radius: int = 0,
     figures: str | None = None,
     train_args: list[str] | None = None,
     run_dir: str | None = None,
+    speed_steps: int = 6,
 ) -> dict[str, Any]:
-    """Train (unless `run_dir` names a finished run) and evaluate; the JSON payload."""
+    """Measure the machine's bare step (`speed_steps` timed steps a size), train (unless `run_dir` names a
+    finished run) and evaluate; the JSON payload."""
     if not (Path(eval_dir) / "train").is_dir():
         raise CarsegError(f"{eval_dir}: no train/ folder; give a Carvana-layout folder to evaluate on")
     overrides = [f"experiment={experiment}", *(train_args or [])]
+    speed = machine_speed(overrides, speed_steps)
+    show("this machine's bare training step now (the day's speed)", speed)
     if run_dir is None:
         run_dir = str(Path("logs") / "bench" / f"{experiment}_{time.strftime('%Y-%m-%d_%H-%M-%S')}")
         _run([*TRAIN, *overrides, f"hydra.run.dir={Path(run_dir).resolve()}"])
@@ -136,6 +161,7 @@ def run(
                     }
                 )
     _cars_improved(evals, outputs)
+    ceiling = refiner_ceiling(ckpt, eval_dir, tta=True) if has_refiner else None
     recorded = runs.run_overrides(run_dir)
     if recorded is not None:  # what the run was actually started with
         overrides = [o for o in recorded if "hydra." not in o]
@@ -145,13 +171,16 @@ def run(
         "run_dir": _in_project(run_dir),
         "train_minutes": round(summary.get("wall_seconds_with_refiner", summary["wall_seconds"]) / 60, 1),
         "stage1_minutes": round(summary["wall_seconds"] / 60, 1),
+        "stage1_steps": summary.get("global_step"),
         "stage1_sizes": summary.get("stages"),
         "stage2_refiner": {k: v for k, v in (summary.get("refiner") or {}).items() if k != "checkpoints"} or None,
+        "bare_step_rate": speed,
         "epochs": summary["epochs"],
         "best_val_iou_at_training_size": summary["best"],
         "best_checkpoint": _in_project(ckpt),
         "eval_dir": str(eval_dir),
         "evaluations": evals,
+        "refiner_ceiling": ceiling,
     }
     show(f"{experiment}: {payload['train_minutes']} min of training, scored on {eval_dir}", evals)
     write(out, payload)

@@ -20,7 +20,7 @@ from carseg import runs
 from carseg.bench.measure import build_module, check_device, gpu_peak_mib, loader_rate, peak_rss_mb, reset_gpu_peak
 from carseg.bench.report import show, write
 from carseg.build import build
-from carseg.config import compose_config, model_config
+from carseg.config import compose_config, config_choices, model_config
 from carseg.data.carvana import scan
 from carseg.data.datamodule import CarvanaDataset
 from carseg.errors import CarsegError
@@ -194,26 +194,27 @@ def loader_rows(
     return out
 
 
-def end_to_end(
-    experiment: str = "carvana_cpu", model: str = "unet_resnet18_light", overrides: list[str] | None = None
-) -> dict[str, Any]:
+def end_to_end(experiment: str = "carvana_cpu", overrides: list[str] | None = None) -> dict[str, Any]:
     """The recipe's real first epoch (loader workers decoding and augmenting, validation, checkpoint writes),
-    run as `train.py experiment=<experiment> trainer.max_epochs=1`, in training img/s, beside the bare loop's
-    step rate for the same model (`model`, the experiment's), size, batch and precision, measured right after."""
+    run as `train.py experiment=<experiment> trainer.max_epochs=1 refiner=none`, in training img/s, beside the
+    bare loop's step rate for the same model (the experiment's), size, batch and precision, measured right
+    after."""
     cfg = compose_config("train", [f"experiment={experiment}", *(overrides or [])])
+    model = config_choices("train", [f"experiment={experiment}", *(overrides or [])])["model"]
     dm = cfg.datamodule
     size = tuple(dm.size_schedule[0]["size"]) if dm.get("size_schedule") else tuple(dm.image_size)
     batch, bf16 = int(dm.batch_size), str(cfg.trainer.precision).startswith("bf16")
     with tempfile.TemporaryDirectory(prefix="carseg-bench-e2e-") as tmp:
         command = [sys.executable, "-m", "carseg.entrypoints.train", f"experiment={experiment}", *(overrides or [])]
-        command += ["trainer.max_epochs=1", "logger=csv", "print_config=false", f"hydra.run.dir={tmp}"]
+        command += ["trainer.max_epochs=1", "refiner=none", "logger=csv", "print_config=false", f"hydra.run.dir={tmp}"]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise CarsegError(f"bench train --e2e: the training run failed:\n{done.stderr[-2000:]}")
         (epoch,) = runs.read_summary(tmp)["epoch_times"][:1]
-    bare = bare_loop(Case(model, size, batch, 4, 2, True, bf16))
+    bare = bare_loop(Case(model, size, batch, 4, 2, bool(cfg.model.get("channels_last", True)), bf16))
     return {
         "experiment": experiment,
+        "model": model,
         "size": f"{size[0]}x{size[1]}",
         "batch": batch,
         "epoch images": epoch["images"],

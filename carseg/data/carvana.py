@@ -112,11 +112,12 @@ def scan(data_dir: str | Path, mask_source: str = "gif") -> list[Record]:
     return records
 
 
-def read_car_list(path: str | Path) -> list[str]:
-    """Car ids from a text file (one per line, `#` comments) or a CSV with an `id` or `car_id` column."""
+def read_car_list(path: str | Path, key: str = "datamodule.val_cars_file") -> list[str]:
+    """Car ids from a text file (one per line, `#` comments) or a CSV with an `id` or `car_id` column; `key`
+    names the setting in the error for a missing file."""
     path = Path(path)
     if not path.is_file():
-        raise CarsegError(f"datamodule.val_cars_file={path}: no such file")
+        raise CarsegError(f"{key}={path}: no such file")
     lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
     lines = [line for line in lines if line]
     if lines and "," in lines[0]:

@@ -94,6 +94,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         val_fraction: float = 0.15,
         val_cars: Sequence[str] | None = None,
         val_cars_file: str | None = None,
+        exclude_cars_file: str | None = None,
         fold: int | None = None,
         num_folds: int = 5,
         seed: int = 42,
@@ -123,6 +124,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         self.val_fraction = val_fraction
         self.val_cars = list(val_cars) if val_cars else None
         self.val_cars_file = val_cars_file
+        self.exclude_cars_file = exclude_cars_file
         self.fold, self.num_folds = fold, num_folds
         self.seed = seed
         self.cache, self.check_inputs, self.skip_bad = cache, check_inputs, skip_bad
@@ -228,6 +230,9 @@ class CarvanaDataModule(pl.LightningDataModule):
         if self.train_set is not None:
             return
         records = self._good_records()
+        if self.exclude_cars_file:
+            excluded = set(read_car_list(self.exclude_cars_file, "datamodule.exclude_cars_file"))
+            records = [r for r in records if r.car_id not in excluded]
         val_cars = self.val_cars or (read_car_list(self.val_cars_file) if self.val_cars_file else None)
         train, val = split_by_car(records, self.val_fraction, self.seed, val_cars, self.fold, self.num_folds)
         cache_root = self.cache_root if self.cache else None

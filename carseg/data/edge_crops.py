@@ -1,13 +1,18 @@
-"""Crops of full-size photos around the car's edge, for training the edge refiner.
+"""Crops of full-size photos along the car's edge, for training the edge refiner.
 
-The photos and masks are decoded once into memory (about 10 MB per 1918×1280 pair) with a progress bar;
-each sample is then a slice: a square crop whose centre is a random edge pixel moved by up to a quarter
-of the crop, flipped left-right at random. Validation crops are fixed (seeded) so that epochs compare.
+The photos and masks are decoded once into memory (about 10 MB per 1918×1280 pair) with a progress bar.
+Given a coarse source (a function from a photo to the coarse model's full-size probabilities, set by the
+training stage as `coarse_source`), each photo also keeps those probabilities (uint8, 2.5 MB), and the
+crops follow the *predicted* edge, as the refiner will at prediction: a share of them (`hard_fraction`)
+centred on pixels the coarse model got wrong within the refiner's band, the rest on its predicted edge.
+Without one they follow the true edge. Each crop's centre moves by up to a quarter of the crop, and it is
+flipped left-right at random. Validation crops are fixed (seeded) so that epochs compare.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,78 +28,131 @@ from carseg.data.checks import check_records
 from carseg.data.io import read_image, read_mask
 from carseg.errors import CarsegError
 
-# every how many edge pixels one is kept as a crop centre
+# every how many edge (or error) pixels one is kept as a crop centre
 EDGE_STRIDE = 8
 
+# photo (H, W, 3) uint8 -> the coarse model's probabilities of car at full size (H, W) float32 in 0..1
+CoarseSource = Callable[[np.ndarray], np.ndarray]
 
-def _load(records: Sequence[Record], what: str) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """Photos, 0/1 masks and the (y, x) of their edge pixels (every EDGE_STRIDE-th)."""
+
+def _edge_pixels(mask: np.ndarray) -> np.ndarray:
+    """(y, x) of every EDGE_STRIDE-th pixel on the edge of a 0/1 mask."""
+    return np.argwhere(mask != cv2.erode(mask, np.ones((3, 3), np.uint8)))[::EDGE_STRIDE].astype(np.int32)
+
+
+def _error_pixels(mask: np.ndarray, coarse: np.ndarray, band: int) -> np.ndarray:
+    """(y, x) of every EDGE_STRIDE-th pixel within `band` of the coarse mask's edge where it is wrong."""
+    predicted = (coarse >= 128).astype(np.uint8)
+    kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    region = cv2.dilate(predicted, kernel) != cv2.erode(predicted, kernel)
+    return np.argwhere(region & (predicted != mask))[::EDGE_STRIDE].astype(np.int32)
+
+
+@dataclass
+class EdgePhotos:
+    """Photos in memory: images, 0/1 masks, the coarse model's probabilities (uint8 0..255, or None each) and
+    the crop centres of each photo: `edges` (the predicted edge where there is a coarse input, else the true
+    one) and `errors` (the coarse model's wrong pixels in the band; empty without a coarse input)."""
+
+    images: list[np.ndarray] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+    coarse: list[np.ndarray | None] = field(default_factory=list)
+    edges: list[np.ndarray] = field(default_factory=list)
+    errors: list[np.ndarray] = field(default_factory=list)
+
+
+def load_photos(
+    records: Sequence[Record], what: str, coarse_source: CoarseSource | None = None, band: int = 16
+) -> EdgePhotos:
+    """Decode the pairs of `records` (and, with `coarse_source`, their coarse probabilities); photos without
+    a car edge are left out."""
     problems = check_records(list(records))
     if problems:
         files = "\n  ".join(sorted({str(p) for p in problems})[:20])
         raise CarsegError(f"refiner: problem(s) with the {what} files:\n  {files}\nFix or remove these files")
-    images, masks, edges = [], [], []
-    for record in tqdm(records, desc=f"refiner: reading {what} photos", unit="photo", leave=False):
+    photos = EdgePhotos()
+    desc = f"refiner: reading {what} photos" + (" and the coarse model's probabilities" if coarse_source else "")
+    for record in tqdm(records, desc=desc, unit="photo", leave=False):
         image = read_image(record.image)
         mask = read_mask(record, image.shape[:2])
-        edge = np.argwhere(mask != cv2.erode(mask, np.ones((3, 3), np.uint8)))[::EDGE_STRIDE]
+        coarse = None
+        if coarse_source is not None:
+            coarse = (np.clip(coarse_source(image), 0, 1) * 255 + 0.5).astype(np.uint8)
+        edge = _edge_pixels(mask if coarse is None else (coarse >= 128).astype(np.uint8))
         if len(edge) == 0:
-            continue  # no car in the photo: nothing to refine
-        images.append(image)
-        masks.append(mask)
-        edges.append(edge.astype(np.int32))
-    if not images:
+            edge = _edge_pixels(mask)
+        if len(edge) == 0:
+            continue  # no car in the photo (nor in the prediction): nothing to refine
+        photos.images.append(image)
+        photos.masks.append(mask)
+        photos.coarse.append(coarse)
+        photos.edges.append(edge)
+        photos.errors.append(np.zeros((0, 2), np.int32) if coarse is None else _error_pixels(mask, coarse, band))
+    if not photos.images:
         raise CarsegError(f"refiner: none of the {len(records)} {what} photos shows a car edge")
-    return images, masks, edges
+    return photos
 
 
 class EdgeCropDataset(Dataset):
-    """`length` random crops (image uint8 (3, S, S), mask float (1, S, S)) around the edges of the photos.
+    """`length` random crops (image uint8 (3, S, S), mask float (1, S, S) and, where the photos have them,
+    coarse float (1, S, S) in 0..1) along the edges of the photos.
 
+    A `hard_fraction` share of the crops is centred on the coarse model's errors (where the photo has any).
     With `seed` set, crop i is the same every time (validation); without, each draw is new (training)."""
 
     def __init__(
         self,
-        images: list[np.ndarray],
-        masks: list[np.ndarray],
-        edges: list[np.ndarray],
+        photos: EdgePhotos,
         crop: int,
         length: int,
         seed: int | None = None,
         flip: bool = True,
+        hard_fraction: float = 0.0,
     ):
-        small = min(min(im.shape[:2]) for im in images)
+        small = min(min(im.shape[:2]) for im in photos.images)
         if crop % 8 or crop < 32 or crop > small:
             raise CarsegError(f"refiner.data.crop={crop}: give a multiple of 8 from 32 to {small} (the photos)")
-        self.images, self.masks, self.edges = images, masks, edges
-        self.crop, self.length, self.seed, self.flip = crop, length, seed, flip
+        if not 0 <= hard_fraction <= 1:
+            raise CarsegError(f"refiner.data.hard_fraction={hard_fraction}: give a share from 0 to 1")
+        self.photos = photos
+        self.crop, self.length, self.seed, self.flip, self.hard_fraction = crop, length, seed, flip, hard_fraction
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng(None if self.seed is None else (self.seed, index))
-        i = index % len(self.images) if self.seed is not None else int(rng.integers(len(self.images)))
-        image, mask, edge = self.images[i], self.masks[i], self.edges[i]
+        p = self.photos
+        i = index % len(p.images) if self.seed is not None else int(rng.integers(len(p.images)))
+        image, mask, coarse = p.images[i], p.masks[i], p.coarse[i]
+        centres = p.errors[i] if len(p.errors[i]) and rng.random() < self.hard_fraction else p.edges[i]
         h, w = mask.shape
-        cy, cx = edge[rng.integers(len(edge))] + rng.integers(-self.crop // 4, self.crop // 4 + 1, size=2)
+        cy, cx = centres[rng.integers(len(centres))] + rng.integers(-self.crop // 4, self.crop // 4 + 1, size=2)
         y = int(np.clip(cy - self.crop // 2, 0, h - self.crop))
         x = int(np.clip(cx - self.crop // 2, 0, w - self.crop))
-        img = image[y : y + self.crop, x : x + self.crop]
-        msk = mask[y : y + self.crop, x : x + self.crop]
+        window = (slice(y, y + self.crop), slice(x, x + self.crop))
+        parts = {"image": image[window], "mask": mask[window]}
+        if coarse is not None:
+            parts["coarse"] = coarse[window]
         if self.flip and rng.random() < 0.5:
-            img, msk = img[:, ::-1], msk[:, ::-1]
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
-            "mask": torch.from_numpy(np.ascontiguousarray(msk))[None].float(),
+            parts = {k: v[:, ::-1] for k, v in parts.items()}
+        out = {
+            "image": torch.from_numpy(np.ascontiguousarray(parts["image"].transpose(2, 0, 1))),
+            "mask": torch.from_numpy(np.ascontiguousarray(parts["mask"]))[None].float(),
         }
+        if "coarse" in parts:
+            out["coarse"] = torch.from_numpy(np.ascontiguousarray(parts["coarse"]))[None].float() / 255
+        return out
 
 
 class EdgeCropDataModule(pl.LightningDataModule):
     """Training crops from the full-size pairs in `data_dir` (its `val_cars` left out), validation crops
     from the full-size pairs of `val_cars` in `val_dir` (none when `val_dir` is unset).
 
-    `crops_per_epoch` sets how many crops make an epoch; `val_photos` caps the validation photos."""
+    `crops_per_epoch` sets how many crops make an epoch; `train_photos` and `val_photos` cap the photos held
+    in memory (null: all training photos). Set
+    `coarse_source` before `setup` to train on a coarse model's own probabilities (`band`: the refiner's
+    band, where `hard_fraction` of the crops look for that model's errors)."""
 
     def __init__(
         self,
@@ -106,6 +164,9 @@ class EdgeCropDataModule(pl.LightningDataModule):
         crops_per_epoch: int = 2048,
         val_crops: int = 128,
         val_photos: int = 32,
+        train_photos: int | None = None,
+        hard_fraction: float = 0.5,
+        band: int = 16,
         mask_source: str = "auto",
         seed: int = 42,
     ):
@@ -115,7 +176,10 @@ class EdgeCropDataModule(pl.LightningDataModule):
         self.val_cars = set(val_cars or [])
         self.crop, self.batch_size = int(crop), int(batch_size)
         self.crops_per_epoch, self.val_crops, self.val_photos = int(crops_per_epoch), int(val_crops), int(val_photos)
+        self.train_photos = int(train_photos) if train_photos else None
+        self.hard_fraction, self.band = float(hard_fraction), int(band)
         self.mask_source, self.seed = mask_source, seed
+        self.coarse_source: CoarseSource | None = None
         self.train_set: EdgeCropDataset | None = None
         self.val_set: EdgeCropDataset | None = None
 
@@ -128,14 +192,23 @@ class EdgeCropDataModule(pl.LightningDataModule):
                 f"refiner.data.data_dir={self.data_dir}: no training pair outside the validation cars; "
                 "point it at full-size Carvana-layout pairs (e.g. ../shared/carvana/train_full_32)"
             )
-        self.train_set = EdgeCropDataset(*_load(train, "training"), crop=self.crop, length=self.crops_per_epoch)
+        if self.train_photos and len(train) > self.train_photos:  # spread the capped photos over cars and angles
+            train = sorted(train, key=lambda r: (r.angle, r.car_id))[:: -(-len(train) // self.train_photos)]
+        photos = load_photos(train, "training", self.coarse_source, self.band)
+        self.train_set = EdgeCropDataset(
+            photos, crop=self.crop, length=self.crops_per_epoch, hard_fraction=self.hard_fraction
+        )
         if self.val_dir is not None:
             val = [r for r in scan(self.val_dir, self.mask_source) if not self.val_cars or r.car_id in self.val_cars]
             # spread the capped photos over cars and angles
             val = sorted(val, key=lambda r: (r.angle, r.car_id))[:: max(1, len(val) // max(1, self.val_photos))]
             if val:
                 self.val_set = EdgeCropDataset(
-                    *_load(val, "validation"), crop=self.crop, length=self.val_crops, seed=self.seed, flip=False
+                    load_photos(val, "validation", self.coarse_source, self.band),
+                    crop=self.crop,
+                    length=self.val_crops,
+                    seed=self.seed,
+                    flip=False,  # along the predicted edge only: the band as prediction sees it
                 )
 
     def train_dataloader(self) -> DataLoader:

@@ -36,32 +36,49 @@ def cutout(image: np.ndarray, mask: np.ndarray, feather: float = 0.0, alpha: np.
     return np.dstack([image, matte])
 
 
-def load_background(spec: str | Path, size: tuple[int, int]) -> np.ndarray:
-    """A background of `size` (H, W): a colour name or hex (`white`, `#1e90ff`), a vertical gradient
-    (`gradient:#87ceeb:#f5f0e6`, top to bottom) or an image file, fitted to cover the size (scaled, then
-    centre-cropped)."""
+def colour_background(spec: str, size: tuple[int, int]) -> np.ndarray:
+    """A background of `size` (H, W) from text alone: a colour name or hex (`white`, `#1e90ff`) or a vertical
+    gradient (`gradient:#87ceeb:#f5f0e6`, top to bottom). It never opens a file, whatever `spec` says."""
     h, w = size
-    if str(spec).startswith("gradient:"):
-        parts = str(spec).split(":")[1:]
+    spec = str(spec)
+    shown = spec if len(spec) <= 60 else spec[:57] + "..."
+    if spec.startswith("gradient:"):
+        parts = spec.split(":")[1:]
         try:
+            if len(parts) != 2:
+                raise ValueError(spec)
             top, bottom = (np.array(ImageColor.getrgb(c)[:3], np.float32) for c in parts)
         except ValueError as err:
-            raise CarsegError(f"--background {spec!r}: write gradient:<top colour>:<bottom colour>") from err
+            raise CarsegError(f"background {shown!r}: write gradient:<top colour>:<bottom colour>") from err
         t = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
         return np.broadcast_to(np.rint(top * (1 - t) + bottom * t).astype(np.uint8), (h, w, 3)).copy()
+    try:
+        colour = ImageColor.getrgb(spec)[:3]
+    except ValueError as err:
+        raise CarsegError(f"background {shown!r}: not a colour (try white or #1e90ff) or a gradient") from err
+    return np.broadcast_to(np.array(colour, np.uint8), (h, w, 3)).copy()
+
+
+def load_background(spec: str | Path, size: tuple[int, int]) -> np.ndarray:
+    """A background of `size` (H, W): an image file, fitted to cover the size (scaled, then centre-cropped),
+    or else a colour or gradient (`colour_background`). For local use (the command line): it opens the file
+    `spec` names."""
     path = Path(str(spec))
-    if path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:  # a name too long for the file system, ...: not a file
+        is_file = False
+    if is_file:
         try:
             with Image.open(path) as im:
                 bg = np.asarray(im.convert("RGB"))
         except OSError as err:
-            raise CarsegError(f"--background {path}: cannot be read as an image ({err})") from err
+            raise CarsegError(f"background {path}: cannot be read as an image ({err})") from err
         return fit_background(bg, size)
     try:
-        colour = ImageColor.getrgb(str(spec))[:3]
-    except ValueError as err:
-        raise CarsegError(f"--background {spec!r}: neither an image file nor a colour (try white or #1e90ff)") from err
-    return np.broadcast_to(np.array(colour, np.uint8), (h, w, 3)).copy()
+        return colour_background(str(spec), size)
+    except CarsegError as err:
+        raise CarsegError(f"{err}; nor is it an image file") from None
 
 
 def contact_shadow(mask: np.ndarray, strength: float = 0.5) -> np.ndarray:

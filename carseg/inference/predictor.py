@@ -12,25 +12,18 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import torch
-import torch.nn.functional as F
 
 from carseg.errors import CarsegError
 from carseg.hardware import inference_precision
 from carseg.inference.background import edge_band
-from carseg.inference.refine import refine_edges, refine_probabilities
+from carseg.inference.refine import TileRefiner, refine_edges, refine_probabilities
 from carseg.models.checkpoint import load_checkpoint, load_refiner
+from carseg.models.full_size import full_size_logits
 from carseg.models.module import SegmentationModule, threshold_logit
 from carseg.models.padding import DEFAULT_MULTIPLE, pad_to_multiple
 
 # pixels on either side of the mask's edge where a cut-out's alpha is the model's probability
 MATTE_BAND = 4
-
-
-def _model_size(size: Sequence[int] | None, shape: tuple[int, int]) -> tuple[int, int] | None:
-    """The size the network sees for an image of `shape`: the training size, or native when None."""
-    if size is None or tuple(size) == tuple(shape):
-        return None
-    return int(size[0]), int(size[1])
 
 
 class Predictor:
@@ -74,8 +67,9 @@ class Predictor:
         self.pad_multiple = 1
         # (model, the size it sees images at): one per checkpoint, or (None, size) for the ONNX model
         self.members: list[tuple[SegmentationModule | None, Sequence[int] | None]] = []
-        # the first checkpoint's edge refiner and its band, when it has one and edge_refiner is on
-        self.refiner: tuple[torch.nn.Module, int] | None = None
+        # the first checkpoint's (or the ONNX model's) edge refiner and its band, when it has one and
+        # edge_refiner is on
+        self.refiner: tuple[torch.nn.Module | TileRefiner, int] | None = None
         if ckpt is not None:
             paths = [ckpt] if isinstance(ckpt, str | Path) else list(ckpt)
             if not paths:
@@ -101,7 +95,11 @@ class Predictor:
         else:
             self.session, self.threshold, trained_size, self.pad_multiple = _onnx_session(Path(onnx), threads)
             self.members.append((None, trained_size if input_size == "train" else input_size))
+            if edge_refiner:
+                self.refiner = _onnx_refiner(Path(onnx), self.session, threads)
         self.input_size = self.members[0][1]
+        # the cut-out alpha's sharpness, fitted with the edge refiner (1.0: the probability itself)
+        self.alpha_sharpness = float(getattr(self.refiner[0], "alpha_sharpness", 1.0)) if self.refiner else 1.0
         # wall seconds spent in `logits` and the images it saw: the prediction time per photo
         self.seconds, self.images = 0.0, 0
         self.precision = inference_precision(precision, self.device) if self.module is not None else "32"
@@ -133,21 +131,10 @@ class Predictor:
 
     def _full_logits(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         full = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
-        shape = tuple(full.shape[-2:])
-        outs = []
-        for module, input_size in self.members:
-            size = _model_size(input_size, shape)
-            x = (
-                full
-                if size is None
-                else F.interpolate(full, size=size, mode="bilinear", antialias=True, align_corners=False)
-            )
-            out = self._logits(x, module)
-            if self.tta:
-                out = (out + self._logits(x.flip(-1), module).flip(-1)) / 2
-            if size is not None:
-                out = F.interpolate(out, size=shape, mode="bilinear", align_corners=False)
-            outs.append(out)
+        outs = [
+            full_size_logits(lambda x, m=module: self._logits(x, m), full, input_size, self.tta)
+            for module, input_size in self.members
+        ]
         if len(outs) > 1:  # an ensemble averages probabilities (as logits again, for one threshold rule)
             outs = [torch.logit(torch.stack([o.sigmoid() for o in outs]).mean(0), eps=1e-6)]
         out = outs[0][:, 0]
@@ -172,10 +159,11 @@ class Predictor:
     def mattes(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """(mask, alpha) of each image: the binary mask (H, W) uint8 0/1 and the alpha matte (H, W) float32
         0..1. Within MATTE_BAND pixels of the mask's edge the alpha is the model's own probability at full
-        size (after refinement), shifted so that 0.5 is the mask's threshold; elsewhere it is the mask, so a
+        size (after refinement), shifted so that 0.5 is the mask's threshold and sharpened by the edge
+        refiner's fitted `alpha_sharpness` (1 without a refiner); elsewhere it is the mask, so a
         model's faint doubts far from the car leave no veil over the new background."""
         shifted = self.logits(images) - threshold_logit(self.threshold)
-        masks, probs = (shifted > 0).numpy().astype(np.uint8), torch.sigmoid(shifted).numpy()
+        masks, probs = (shifted > 0).numpy().astype(np.uint8), torch.sigmoid(self.alpha_sharpness * shifted).numpy()
         return [(mask, edge_matte(mask, prob)) for mask, prob in zip(masks, probs, strict=True)]
 
     def batched(self, items: Iterable[tuple[Any, np.ndarray]], batch_size: int = 4) -> Iterator[tuple[Any, np.ndarray]]:
@@ -225,19 +213,45 @@ def edge_matte(mask: np.ndarray, prob: np.ndarray, band: int = MATTE_BAND) -> np
     return np.where(edge_band(mask, band), prob, mask).astype(np.float32)
 
 
+def _ort_session(path: Path, threads: int | None) -> Any:
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=ort.get_available_providers())
+    except Exception as err:  # onnxruntime raises its own exception types
+        raise CarsegError(f"{path}: not a loadable ONNX model ({err})") from err
+
+
 def _onnx_session(path: Path, threads: int | None) -> tuple[Any, float, list[int] | None, int]:
     """The ONNX Runtime session and the model's metadata: threshold, training size, pad multiple (models
     exported before the pad rule was recorded padded to 32)."""
     if not path.is_file():
         raise CarsegError(f"--onnx {path}: no such file")
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    try:
-        session = ort.InferenceSession(str(path), options, providers=ort.get_available_providers())
-    except Exception as err:  # onnxruntime raises its own exception types
-        raise CarsegError(f"{path}: not a loadable ONNX model ({err})") from err
+    session = _ort_session(path, threads)
     meta = session.get_modelmeta().custom_metadata_map
     size = json.loads(meta["input_size"]) if meta.get("input_size") else None
     pad = int(meta.get("pad_multiple", DEFAULT_MULTIPLE))
     return session, float(meta.get("threshold", 0.5)), size, pad
+
+
+def _onnx_refiner(path: Path, session: Any, threads: int | None) -> tuple[TileRefiner, int] | None:
+    """The edge refiner exported beside an ONNX model (named in its metadata) as a TileRefiner, and its band;
+    None when the model was exported without one."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if not meta.get("refiner"):
+        return None
+    second = path.with_name(meta["refiner"])
+    if not second.is_file():
+        raise CarsegError(
+            f"--onnx {path}: its edge refiner {second.name} is missing beside it (`carseg export` writes both); "
+            f"copy it there, export again, or predict without it (--no-refiner)"
+        )
+    refiner = _ort_session(second, threads)
+
+    def run(photos: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        feeds = {"image": photos.float().numpy(), "coarse": coarse.float().numpy()}
+        return torch.from_numpy(refiner.run(None, feeds)[0])
+
+    run.alpha_sharpness = float(meta.get("alpha_sharpness", 1.0))  # type: ignore[attr-defined]
+    return run, int(meta.get("refiner_band", 16))

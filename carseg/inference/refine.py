@@ -37,8 +37,31 @@ def refine_probabilities(image: np.ndarray, probs: np.ndarray, radius: int = 4, 
     return np.clip(guided_filter(gray, probs.astype(np.float32), radius, eps), 0.0, 1.0)
 
 
+# (photos uint8-range (B, 3, S, S), coarse probabilities (B, 1, S, S)) on the CPU -> float logits (B, 1, S, S)
+TileRefiner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def torch_refiner(net: torch.nn.Module, autocast: Callable[[], Any] = nullcontext) -> TileRefiner:
+    """An EdgeRefiner as a TileRefiner: run on its own device, in inference mode, under `autocast`."""
+    device = next(net.parameters()).device
+
+    def run(photos: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), autocast():
+            return net(photos.to(device), coarse.to(device)).float().cpu()
+
+    return run
+
+
+def refine_region(mask: np.ndarray, band: int) -> np.ndarray:
+    """Where the edge refiner may change a 0/1 mask (H, W): within `band` pixels (square neighbourhood) of
+    its edge, either side."""
+    kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    m = mask.astype(np.uint8)
+    return cv2.dilate(m, kernel) != cv2.erode(m, kernel)
+
+
 def refine_edges(
-    refiner: torch.nn.Module,
+    refiner: TileRefiner | torch.nn.Module,
     images: Sequence[np.ndarray],
     logits: torch.Tensor,
     band: int,
@@ -49,16 +72,15 @@ def refine_edges(
     autocast: Callable[[], Any] = nullcontext,
 ) -> torch.Tensor:
     """Logits (N, H, W) with the band of `band` pixels around each mask's edge (logit > `threshold`) replaced
-    by the edge refiner's, at full size. The refiner sees tiles of `tile` pixels that touch the band, each
-    with `margin` pixels of context; elsewhere the logits are kept."""
-    device = next(refiner.parameters()).device
+    by the edge refiner's, at full size. The refiner (an EdgeRefiner, or any TileRefiner such as the ONNX
+    one) sees tiles of `tile` pixels that touch the band, each with `margin` pixels of context; elsewhere
+    the logits are kept."""
+    run = torch_refiner(refiner, autocast) if isinstance(refiner, torch.nn.Module) else refiner
     size = tile + 2 * margin
-    kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
     out = logits.clone()
     for n, image in enumerate(images):
         h, w = image.shape[:2]
-        mask = (logits[n] > threshold).numpy().astype(np.uint8)
-        region = cv2.dilate(mask, kernel) != cv2.erode(mask, kernel)
+        region = refine_region((logits[n] > threshold).numpy(), band)
         if not region.any():
             continue
         ph, pw = -(-max(h, size) // 8) * 8, -(-max(w, size) // 8) * 8
@@ -73,8 +95,7 @@ def refine_edges(
             corners = [(min(max(y - margin, 0), ph - size), min(max(x - margin, 0), pw - size)) for y, x in chunk]
             photos = torch.stack([photo[:, y0 : y0 + size, x0 : x0 + size] for y0, x0 in corners])
             coarse = torch.stack([probs[:, y0 : y0 + size, x0 : x0 + size] for y0, x0 in corners])
-            with torch.inference_mode(), autocast():
-                result = refiner(photos.to(device), coarse.to(device)).float().cpu()[:, 0] + threshold
+            result = run(photos, coarse)[:, 0] + threshold
             for (y, x), (y0, x0), r in zip(chunk, corners, result, strict=True):
                 th, tw = min(tile, h - y), min(tile, w - x)
                 refined[y : y + th, x : x + tw] = r[y - y0 : y - y0 + th, x - x0 : x - x0 + tw]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,30 @@ def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     if not path.is_file():
         raise CarsegError(f"ckpt_path={path}: no such file")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as err:
-        raise CarsegError(
-            f"{path}: corrupt or not a checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:160]}). "
-            "Pass a .ckpt written by `python train.py` (e.g. checkpoints/last.ckpt of a run)"
-        ) from err
+        # data, not code: the unpickler builds tensors and plain containers only, never arbitrary objects
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if re.search(r"unsupported global", str(err), re.IGNORECASE):
+            raise CarsegError(
+                f"{path}: holds Python objects beyond weights and plain data, which carseg does not load (a "
+                "checkpoint is data, not code). If you trust the file, re-save it as plain data: load it with "
+                "torch.load(path, weights_only=False) and torch.save it with its state_dict and "
+                "hyper_parameters as dicts, lists, numbers and strings"
+            ) from None
+        raise _corrupt(path, err) from None
+    except Exception as err:  # whatever a damaged file makes the unpickler raise (MemoryError, OverflowError, ...)
+        raise _corrupt(path, err) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise CarsegError(f"{path}: not a Lightning checkpoint of carseg (no state_dict / hyper_parameters)")
     return ckpt
+
+
+def _corrupt(path: Path, err: BaseException) -> CarsegError:
+    first = (str(err).splitlines() or [""])[0][:160]
+    return CarsegError(
+        f"{path}: corrupt or not a checkpoint ({type(err).__name__}: {first}). "
+        "Pass a .ckpt written by `python train.py` (e.g. checkpoints/last.ckpt of a run)"
+    )
 
 
 def trained_size(ckpt: dict[str, Any], path: str | Path) -> list[int] | None:
@@ -85,14 +101,16 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[Segmen
 REFINER_KEY = "carseg_edge_refiner"
 
 
-def embed_refiner(path: str | Path, refiner: EdgeRefiner, band: int) -> Path:
-    """Add the edge refiner's weights, width and band to the checkpoint at `path` (rewritten atomically:
-    an interruption leaves the old file whole)."""
+def embed_refiner(path: str | Path, refiner: EdgeRefiner, band: int, alpha_sharpness: float = 1.0) -> Path:
+    """Add the edge refiner's weights, width, band and its alpha's sharpness to the checkpoint at `path`
+    (rewritten atomically: an interruption leaves the old file whole)."""
     path = Path(path)
     ckpt = read_checkpoint(path)
     ckpt[REFINER_KEY] = {
         "width": refiner.width,
+        "residual": bool(refiner.residual),
         "band": int(band),
+        "alpha_sharpness": float(alpha_sharpness),
         "state_dict": {k: v.detach().cpu() for k, v in refiner.state_dict().items()},
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -102,16 +120,19 @@ def embed_refiner(path: str | Path, refiner: EdgeRefiner, band: int) -> Path:
 
 
 def load_refiner(path: str | Path, map_location: str = "cpu") -> tuple[EdgeRefiner, int] | None:
-    """The edge refiner a checkpoint carries and its band (pixels), or None when it has none."""
+    """The edge refiner a checkpoint carries and its band (pixels), or None when it has none; the refiner's
+    `alpha_sharpness` attribute is the sharpness of its cut-out alpha (1.0 for refiners written without one)."""
     entry = read_checkpoint(path, map_location).get(REFINER_KEY)
     if entry is None:
         return None
     try:
-        refiner = EdgeRefiner(int(entry["width"]))
+        refiner = EdgeRefiner(int(entry["width"]), bool(entry.get("residual", False)))
         refiner.load_state_dict(entry["state_dict"])
+        refiner.alpha_sharpness = float(entry.get("alpha_sharpness", 1.0))
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CarsegError(
             f"{path}: its edge refiner cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
-            "predict without it (refiner=false / --no-refiner) or train it again"
+            "predict without it (edge_refiner=false in evaluate.py, --no-refiner in carseg predict and serve) or "
+            "train it again (`carseg refine RUN_DIR`)"
         ) from err
     return refiner.to(map_location).eval(), int(entry.get("band", 16))

@@ -5,17 +5,21 @@ probabilities put the edge within a few full-size pixels. The refiner sees the f
 probabilities around the edge and returns new logits there. It works on space-to-depth blocks (each 4×4
 pixel block becomes 16 channels of one position, as in sub-pixel super-resolution), so it keeps every
 full-size pixel at a quarter of the cost, and returns its 16 sub-pixel logits per block with a pixel
-shuffle.
+shuffle. With `residual`, its output is a correction added to the coarse logit, from a last layer that
+starts at zero: untrained, it is the identity, so it can only learn to help.
 
-It is trained on crops of full-size photos around the true edge, its input probabilities made from the
-true mask as a coarse model would give them (`simulate_coarse`): shrunk to the coarse size, blurred,
-its level moved by smooth noise, sharpened or softened, upsampled again. So it needs no coarse model to
-train and can be trained before, after or beside one.
+It is trained on crops of full-size photos along the coarse model's own predicted edge, with that model's
+own probabilities as the input (`carseg.data.edge_crops` with a coarse source), so it learns the errors
+the coarse model really makes (shadows, wheels, chrome, paint close to the backdrop) rather than invented
+ones. A share of the crops (`simulated_fraction`), and all of them when no coarse model is given, get an
+input made from the true mask as a coarse model would give it (`simulate_coarse`): shrunk to the coarse
+size, blurred, its level moved by smooth noise, sharpened or softened, upsampled again.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -23,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from carseg.errors import CarsegError
 from carseg.models.metrics import BinaryIoU, BoundaryF1
 from carseg.models.module import IMAGENET_MEAN, IMAGENET_STD
 from carseg.models.schedules import time_progress_of, warmup_cosine
@@ -43,29 +48,39 @@ class EdgeRefiner(nn.Module):
     """(photo, coarse probability) at full size → car logits at full size.
 
     Input: uint8-range RGB (N, 3, H, W) and probabilities (N, 1, H, W), H and W multiples of 8. The coarse
-    probabilities are an input, not a prior added to the output: so trained, it learned the edge's place
-    several times faster.
+    probabilities are an input (so trained, it learned the edge's place several times faster than from a
+    prior alone); with `residual` the output is also added to their logit, through a last layer that starts
+    at zero.
     Receptive field about 90 full-size pixels; about 8,000 multiply-adds per full-size pixel at width 48.
     """
 
-    def __init__(self, width: int = 48):
+    def __init__(self, width: int = 48, residual: bool = False):
         super().__init__()
-        self.width = width
+        self.width, self.residual = width, bool(residual)
+        # the cut-out's alpha near the edge is sigmoid(alpha_sharpness x logit) (`fit_alpha_sharpness`)
+        self.alpha_sharpness = 1.0
         c_in = 4 * BLOCK * BLOCK
         self.enc1 = nn.Sequential(_conv(c_in, width), _conv(width, width))
         self.enc2 = nn.Sequential(_conv(width, width, stride=2), _conv(width, width, dilation=2), _conv(width, width))
         self.dec1 = nn.Sequential(_conv(2 * width, width), _conv(width, width))
         self.head = nn.Conv2d(width, BLOCK * BLOCK, 3, padding=1)
+        if self.residual:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
     def forward(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([(image.float() - self.mean) / self.std, coarse.float() * 2 - 1], dim=1)
+        coarse = coarse.float()
+        x = torch.cat([(image.float() - self.mean) / self.std, coarse * 2 - 1], dim=1)
         x = F.pixel_unshuffle(x, BLOCK)
         f1 = self.enc1(x)
         f2 = self.enc2(f1)
         up = F.interpolate(f2, size=f1.shape[-2:], mode="bilinear", align_corners=False)
-        return F.pixel_shuffle(self.head(self.dec1(torch.cat([f1, up], dim=1))), BLOCK)
+        out = F.pixel_shuffle(self.head(self.dec1(torch.cat([f1, up], dim=1))), BLOCK)
+        if self.residual:
+            out = out + torch.logit(coarse.clamp(1e-4, 1 - 1e-4))
+        return out
 
 
 def band_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -110,14 +125,41 @@ def simulate_coarse(mask: torch.Tensor, generator: torch.Generator | None = None
     return F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
 
 
-class RefinerModule(pl.LightningModule):
-    """Trains an EdgeRefiner on crops (image, true mask) of full-size photos (`carseg.data.edge_crops`).
+# the cut-out's alpha is sigmoid(sharpness x logit) near the edge; the sharpness is chosen from these
+ALPHA_SHARPNESS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 
-    Each step makes the coarse input from the true mask (`simulate_coarse`); the loss is binary
-    cross-entropy over the band the refiner will be used on at prediction (the pixels within `band` of the
-    coarse mask's edge), where pixels within `edge_radius` of the true edge weigh `edge_weight` times.
-    Validation logs the car IoU within that band, of the refiner (`refiner/val_iou`)
-    and of its coarse input (`refiner/val_iou_coarse`), and the refiner's boundary F1 at 2 px.
+
+@torch.no_grad()
+def fit_alpha_sharpness(
+    net: EdgeRefiner, batches: Iterable[dict[str, torch.Tensor]], radius: int = 3
+) -> tuple[float, dict[float, float]]:
+    """The sharpness (of ALPHA_SHARPNESS) whose alpha, sigmoid(sharpness x refined logit), is closest to the
+    true 0/1 mask (mean absolute difference) within `radius` pixels of the true edge of crops that carry
+    the coarse model's probabilities; returns it and the error of each. A model that is as sure as it is
+    right gets a high sharpness (an alpha near its 0/1 mask), one whose doubt marks its mistakes a lower one."""
+    device = next(net.parameters()).device
+    totals, count = dict.fromkeys(ALPHA_SHARPNESS, 0.0), 0
+    for batch in batches:
+        mask = batch["mask"].to(device)
+        logits = net(batch["image"].to(device), batch["coarse"].to(device)).float()
+        near = band_mask(mask, radius)
+        count += int(near.sum())
+        for k in ALPHA_SHARPNESS:
+            totals[k] += float((torch.sigmoid(k * logits) - mask).abs()[near].sum())
+    errors = {k: v / max(count, 1) for k, v in totals.items()}
+    return min(errors, key=errors.get), errors
+
+
+class RefinerModule(pl.LightningModule):
+    """Trains an EdgeRefiner on crops of full-size photos (`carseg.data.edge_crops`): image, true mask and,
+    when the crops come with one, the coarse model's own probabilities (`coarse`).
+
+    A crop without them, and a `simulated_fraction` share of those with them, gets an input made from its
+    true mask (`simulate_coarse`). The loss is binary cross-entropy over the band the refiner will be used
+    on at prediction (the pixels within `band` of the coarse mask's edge), where pixels within
+    `edge_radius` of the true edge weigh `edge_weight` times. Validation (on the coarse model's own
+    probabilities where given) logs the car IoU within that band, of the refiner (`refiner/val_iou`) and of
+    its coarse input (`refiner/val_iou_coarse`), and the boundary F1 at 2 px of both.
     """
 
     def __init__(
@@ -129,38 +171,59 @@ class RefinerModule(pl.LightningModule):
         warmup_fraction: float = 0.03,
         edge_weight: float = 5.0,
         edge_radius: int = 3,
+        residual: bool = False,
+        simulated_fraction: float = 0.0,
     ):
         super().__init__()
+        if not 0 <= simulated_fraction <= 1:
+            raise CarsegError(f"refiner.module.simulated_fraction={simulated_fraction}: give a share from 0 to 1")
         self.save_hyperparameters()
-        self.net = EdgeRefiner(width)
+        self.net = EdgeRefiner(width, residual)
         self.val_iou, self.val_iou_coarse = BinaryIoU(), BinaryIoU()
         self.val_boundary_f1, self.val_boundary_f1_coarse = BoundaryF1(tolerance=2), BoundaryF1(tolerance=2)
 
     def forward(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         return self.net(image, coarse)
 
-    def _step(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> tuple:
+    def coarse_input(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None, simulated_fraction: float = 0.0
+    ) -> torch.Tensor:
+        """The coarse probabilities of a batch: its own (`coarse`), with a `simulated_fraction` share of the
+        crops (all of them when it has none) made from the true mask instead."""
         mask = batch["mask"]
-        coarse = simulate_coarse(mask, generator)
+        if "coarse" not in batch:
+            return simulate_coarse(mask, generator)
+        coarse = batch["coarse"].float()
+        if simulated_fraction > 0:
+            pick = torch.rand(len(mask), generator=generator) < simulated_fraction
+            if pick.any():
+                coarse = coarse.clone()
+                coarse[pick.to(coarse.device)] = simulate_coarse(mask[pick.to(mask.device)], generator)
+        return coarse
+
+    def _step(self, batch: dict[str, torch.Tensor], coarse: torch.Tensor) -> tuple:
+        mask = batch["mask"]
         band = band_mask((coarse > 0.5).float(), self.hparams.band)
         logits = self(batch["image"], coarse).float()
         if not band.any():
-            return logits.sum() * 0, logits, coarse, band
+            return logits.sum() * 0, logits, band
         # pixels near the true edge count `edge_weight` times: elsewhere in the band the answer is easy
         weight = (1 + (self.hparams.edge_weight - 1) * band_mask(mask, self.hparams.edge_radius).float())[band]
         losses = F.binary_cross_entropy_with_logits(logits[band], mask[band], reduction="none")
-        return (losses * weight).sum() / weight.sum(), logits, coarse, band
+        return (losses * weight).sum() / weight.sum(), logits, band
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, *_ = self._step(batch)
+        coarse = self.coarse_input(batch, simulated_fraction=self.hparams.simulated_fraction)
+        loss, *_ = self._step(batch, coarse)
         self.log("refiner/train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["mask"]))
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self._generator = torch.Generator().manual_seed(0)  # the same coarse inputs every epoch
+        self._generator = torch.Generator().manual_seed(0)  # the same simulated inputs every epoch
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, logits, coarse, band = self._step(batch, self._generator)
+        coarse = self.coarse_input(batch, self._generator)
+        loss, logits, band = self._step(batch, coarse)
         target = (batch["mask"] > 0.5).int()
         pred = logits > 0
         self.val_iou.update(pred[band], target[band])

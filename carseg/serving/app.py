@@ -20,9 +20,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import ImageColor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from carseg.errors import CarsegError
-from carseg.inference.background import composite, cutout, fit_background, load_background
+from carseg.inference.background import colour_background, composite, cutout, fit_background
 from carseg.inference.predictor import Predictor
 from carseg.serving.images import UploadError, decode_photo, encode
 from carseg.serving.queue import BoundedQueue, QueueFull
@@ -57,6 +58,8 @@ class ServeConfig:
     max_upload_mb: float = 25.0
     max_megapixels: float = 50.0
     api_key: str | None = None
+    # the Host names it answers (None: any); requests naming another get 400 (no DNS rebinding)
+    allowed_hosts: list[str] | None = None
     predictor: dict[str, Any] = field(default_factory=dict)
 
 
@@ -78,9 +81,10 @@ def parse_colour(text: str, field_name: str) -> str:
     parts = text.split(",")
     try:
         if len(parts) in (3, 4):
-            rgb = tuple(int(p) for p in parts[:3])
-            if not all(0 <= c <= 255 for c in rgb):
+            values = tuple(int(p) for p in parts)
+            if not all(0 <= c <= 255 for c in values):  # the alpha too
                 raise ValueError
+            rgb = values[:3]
         else:
             hex_digits = len(text) in (3, 6) and all(c in "0123456789abcdefABCDEF" for c in text)
             rgb = ImageColor.getrgb(f"#{text}" if hex_digits else text)[:3]
@@ -114,10 +118,10 @@ def render(image: np.ndarray, mask: np.ndarray, alpha: np.ndarray, how: Render) 
         if isinstance(how.background, np.ndarray):
             ground = fit_background(how.background, size)
         else:
-            try:
-                ground = load_background(how.background, size)
+            try:  # over HTTP a background is text (a colour, a gradient) or an upload, never a path
+                ground = colour_background(how.background, size)
             except CarsegError as err:
-                raise UploadError(400, "bad_background", str(err).replace("--background", "background")) from None
+                raise UploadError(400, "bad_background", str(err)) from None
         picture = composite(image, mask, ground, how.feather, how.shadow, alpha)
     else:
         if how.shadow:
@@ -348,4 +352,6 @@ def create_app(config: ServeConfig, predictor: Predictor | None = None) -> FastA
     async def page() -> HTMLResponse:
         return HTMLResponse((static / "index.html").read_text())
 
+    if config.allowed_hosts:  # outermost: a request for another host name is answered before anything runs
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(config.allowed_hosts))
     return app

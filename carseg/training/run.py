@@ -9,6 +9,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
@@ -17,6 +18,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from carseg import runs
 from carseg.build import build
+from carseg.config import compose_config
 from carseg.console import print_config_tree
 from carseg.errors import CarsegError
 from carseg.models.module import SegmentationModule
@@ -175,17 +177,43 @@ def _report(trainer: pl.Trainer, cfg: DictConfig, seconds: float) -> dict[str, A
 
 
 def _second_stage(cfg: DictConfig, summary: dict[str, Any]) -> dict[str, Any]:
-    """Train the edge refiner into the best and last checkpoints; add its figures to summary.json."""
+    """Train the edge refiner on the best checkpoint's own outputs, into the best and last checkpoints; add
+    its figures to summary.json."""
     last = runs.last_checkpoint(cfg.paths.output_dir)
-    targets = {Path(p) for p in (summary.get("best_checkpoint"), last) if p and Path(p).is_file()}
+    best = summary.get("best_checkpoint")
+    targets = {Path(p) for p in (best, last) if p and Path(p).is_file()}
     if not targets:
         print("carseg: no checkpoint to add the edge refiner to; stage 2 skipped", file=sys.stderr)
         return summary
+    coarse = best if best and Path(best).is_file() else last
     trainer_args = resolve_trainer_args(OmegaConf.to_container(cfg.trainer, resolve=True))
-    summary["refiner"] = train_refiner(cfg.refiner, trainer_args, cfg.paths.output_dir, sorted(targets))
+    summary["refiner"] = train_refiner(cfg.refiner, trainer_args, cfg.paths.output_dir, sorted(targets), coarse)
     summary["wall_seconds_with_refiner"] = round(summary.get("wall_seconds", 0) + summary["refiner"]["minutes"] * 60, 1)
     runs.write_summary(cfg.paths.output_dir, summary)
     return summary
+
+
+def refine_run(run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train (or train again) the edge refiner of a finished run: its config composed from the overrides it
+    was started with plus `overrides` (e.g. `refiner=edge refiner.max_steps=2000`), on its best checkpoint's
+    outputs, into its best and last checkpoints; returns the updated summary."""
+    run_dir = Path(run_dir).resolve()
+    summary = runs.read_summary(run_dir)
+    if summary is None:
+        raise CarsegError(f"{run_dir / runs.SUMMARY}: missing; give the folder of a finished training run")
+    recorded = [o for o in runs.run_overrides(run_dir) or [] if not o.startswith("hydra.")]
+    try:
+        cfg = compose_config("train", [*recorded, *(overrides or []), f"paths.output_dir={run_dir}"])
+    except HydraException as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CarsegError(
+            f"carseg refine {run_dir}: the overrides do not fit the config ({first}); give key=value pairs of "
+            "the training config, e.g. refiner.max_steps=2000"
+        ) from err
+    if not cfg.get("refiner"):
+        raise CarsegError(f"{run_dir}: its config has no edge refiner (refiner=none); add refiner=edge")
+    check_refiner_config(cfg.refiner)
+    return _second_stage(cfg, summary)
 
 
 def train(cfg: DictConfig) -> float | None:

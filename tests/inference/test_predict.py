@@ -89,7 +89,7 @@ def test_background_helpers(tmp_path):
     assert bg.shape == (20, 30, 3)
     comp = composite(image, mask, load_background("blue", (20, 30)))
     assert tuple(comp[0, 0]) == (0, 0, 255) and tuple(comp[10, 15]) == (200, 200, 200)
-    with pytest.raises(CarsegError, match="neither an image file nor a colour"):
+    with pytest.raises(CarsegError, match="not a colour .*nor is it an image file"):
         load_background("not-a-colour", (2, 2))
     ramp = load_background("gradient:#000000:#ffffff", (11, 3))
     assert tuple(ramp[0, 0]) == (0, 0, 0) and tuple(ramp[-1, 2]) == (255, 255, 255)

@@ -57,3 +57,36 @@ def test_save_then_load_round_trip(legacy_ckpt, tmp_path):
         assert torch.equal(module.eval()(x), again.eval()(x))
     _, unknown = load_checkpoint(save_checkpoint(module, tmp_path / "plain.ckpt"))
     assert unknown is None  # no record and no run folder around it
+
+
+class _RunsCode:
+    """An object whose unpickling would run a command: what a hostile checkpoint carries."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_is_data_not_code(tmp_path, legacy_ckpt):
+    marker = tmp_path / "ran"
+    ckpt = torch.load(legacy_ckpt, weights_only=True)
+    ckpt["hyper_parameters"]["payload"] = _RunsCode(marker)
+    torch.save(ckpt, tmp_path / "hostile.ckpt")
+    with pytest.raises(CarsegError, match=r"hostile\.ckpt: holds Python objects beyond weights .*re-save it"):
+        load_checkpoint(tmp_path / "hostile.ckpt")
+    assert not marker.exists()  # nothing it carried ran
+
+
+def test_random_bytes_are_always_the_one_clear_error(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "noise.ckpt"
+    for i in range(300):
+        # some start as a zip or a pickle, as the damaged files that reach deeper into the unpickler do
+        head = [b"", b"PK\x03\x04", b"\x80\x02", b"\x80\x04\x95"][i % 4]
+        path.write_bytes(head + rng.bytes(4096))
+        with pytest.raises(CarsegError, match=r"noise\.ckpt: "):
+            read_checkpoint(path)

@@ -41,16 +41,18 @@ def test_band_is_the_pixels_near_the_edge():
 
 
 @pytest.mark.slow
-def test_refiner_learns_to_place_an_edge_from_the_photo():
+@pytest.mark.parametrize("residual", [False, True])
+def test_refiner_learns_to_place_an_edge_from_the_photo(residual):
     """Photos whose car is a brighter disk: the loss within the band falls as the refiner trains."""
     torch.manual_seed(0)
     masks = _disk_masks(16)
     images = (masks * 150 + 50 + torch.randn_like(masks) * 5).expand(-1, 3, -1, -1).clamp(0, 255)
-    module = RefinerModule(width=8, band=8, lr=5e-3)
+    module = RefinerModule(width=8, band=8, lr=5e-3, residual=residual)
     opt = torch.optim.AdamW(module.parameters(), lr=5e-3)
     losses = []
     for _ in range(60):
-        loss, *_ = module._step({"image": images, "mask": masks})
+        batch = {"image": images, "mask": masks}
+        loss, *_ = module._step(batch, module.coarse_input(batch))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -78,3 +80,70 @@ def test_a_damaged_refiner_entry_is_one_clear_error(small_ckpt, tmp_path):
     torch.save(ckpt, path)
     with pytest.raises(CarsegError, match="edge refiner cannot be read.*--no-refiner"):
         load_refiner(path)
+
+
+def test_an_untrained_residual_refiner_is_the_identity():
+    net = EdgeRefiner(width=8, residual=True).eval()
+    image, coarse = torch.rand(2, 3, 32, 48) * 255, torch.rand(2, 1, 32, 48) * 0.98 + 0.01
+    with torch.no_grad():
+        out = net(image, coarse)
+    torch.testing.assert_close(out, torch.logit(coarse), atol=1e-4, rtol=1e-4)
+    assert not EdgeRefiner(width=8, residual=False).eval()(image, coarse).allclose(torch.logit(coarse), atol=0.1)
+
+
+def test_a_residual_refiner_travels_in_the_checkpoint(small_ckpt, tmp_path):
+    import shutil
+
+    path = tmp_path / "m.ckpt"
+    shutil.copy(small_ckpt, path)
+    net = EdgeRefiner(width=8, residual=True)
+    with torch.no_grad():
+        net.head.weight.normal_()
+    embed_refiner(path, net, band=6)
+    loaded, band = load_refiner(path)
+    assert loaded.residual and band == 6
+    image, coarse = torch.rand(1, 3, 16, 16) * 255, torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(image, coarse), net.eval()(image, coarse))
+
+
+def test_the_coarse_input_is_the_batchs_own_with_a_simulated_share():
+    module = RefinerModule(width=8, simulated_fraction=0.5)
+    masks = _disk_masks(64)
+    own = torch.full_like(masks, 0.3)
+    batch = {"mask": masks, "coarse": own}
+    assert torch.equal(module.coarse_input(batch), own)  # no share asked: the batch's own
+    mixed = module.coarse_input(batch, torch.Generator().manual_seed(0), simulated_fraction=0.5)
+    kept = (mixed == 0.3).flatten(1).all(1)
+    assert 10 < int(kept.sum()) < 54  # about half kept, the rest made from the masks
+    assert torch.equal(own, torch.full_like(masks, 0.3))  # the batch itself is left as it was
+    without = module.coarse_input({"mask": masks}, torch.Generator().manual_seed(0))
+    assert without.shape == masks.shape and not (without == 0.3).all()
+    with pytest.raises(CarsegError, match="simulated_fraction=1.5"):
+        RefinerModule(simulated_fraction=1.5)
+
+
+def test_the_alpha_sharpness_fits_how_sure_the_refiner_may_be():
+    """A refiner whose logits are right but timid gets a sharp alpha; one whose doubt marks its mistakes (the
+    edge one pixel off, with logits near 0 there) a softer one than the sharpest."""
+    from carseg.models.refiner import ALPHA_SHARPNESS, fit_alpha_sharpness
+
+    masks = _disk_masks(8)
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, image, coarse):
+            return self.logits
+
+    batch = {"image": torch.zeros(8, 3, 64, 64), "mask": masks, "coarse": masks}
+    right_but_timid = (masks * 2 - 1) * 0.5
+    k, errors = fit_alpha_sharpness(Fixed(right_but_timid), [batch])
+    assert k == max(ALPHA_SHARPNESS) and errors[k] < errors[1.0]
+    shifted = torch.roll(masks, 1, dims=-1)  # wrong by a pixel, and unsure exactly there
+    unsure = torch.where(shifted != masks, torch.full_like(masks, 0.1), (shifted * 2 - 1) * 3)
+    k, errors = fit_alpha_sharpness(Fixed(unsure), [batch])
+    assert k < max(ALPHA_SHARPNESS) and errors[k] == min(errors.values())

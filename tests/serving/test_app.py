@@ -266,3 +266,80 @@ def test_health_metrics_docs_and_page(client, photo):
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert "api/remove" in client.get("/static/app.js").text
+
+
+def test_a_background_over_http_is_never_a_file_of_the_server(client, photo, tmp_path):
+    """`bg` names a colour or a gradient: a path of the server is refused like any other wrong colour, the
+    same whether the file exists or not (nothing tells a client which files there are)."""
+    picture = tmp_path / "secret.png"
+    Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(picture)
+    files = {"file": ("car.png", png_bytes(photo), "image/png")}
+    for bg in (str(picture), "/etc/passwd", "/no/such/file", "x" * 300):
+        response = client.post("/api/remove", files=files, data={"bg": bg})
+        assert response.status_code == 400, (bg, response.text)
+        detail = str(response.json()["detail"])
+        assert "not a colour" in detail and "file" not in detail.replace(bg[:57], ""), detail
+
+
+def test_only_the_hosts_it_is_bound_to_are_answered(small_ckpt, predictor, photo):
+    """A page elsewhere cannot drive a local server through DNS rebinding: a request naming another host
+    is refused before any work, the bound names are served."""
+    from carseg.cli import allowed_hosts
+
+    hosts = allowed_hosts("127.0.0.1", None)
+    assert "localhost" in hosts and "127.0.0.1" in hosts and allowed_hosts("0.0.0.0", None) is None
+    assert "cars.example.com" in allowed_hosts("0.0.0.0", ["cars.example.com"])
+    client = client_for(small_ckpt, predictor, allowed_hosts=hosts)
+    files = {"file": ("car.png", png_bytes(photo), "image/png")}
+    refused = client.post("/api/remove", files=files, headers={"host": "attacker.example"})
+    assert refused.status_code == 400
+    assert client.get("/health", headers={"host": "attacker.example:7000"}).status_code == 400
+    assert client.post("/api/remove", files=files, headers={"host": "localhost:7000"}).status_code == 200
+    assert client.get("/health", headers={"host": "127.0.0.1:7000"}).status_code == 200
+
+
+def _bytes_as(picture: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF", "GIF", "PPM", "ICO"])
+def test_only_the_claimed_formats_reach_a_decoder(client, fmt):
+    """An allow-list before any decoder: other formats Pillow could open (PostScript, for one, through
+    Ghostscript) are refused as no image."""
+    data = _bytes_as(Image.new("RGB", (64, 48), (200, 10, 10)), fmt)
+    response = client.post("/api/remove", files={"file": ("car.img", data, "application/octet-stream")})
+    assert response.status_code == 415 and "not a JPEG, PNG or WebP" in response.text
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto showpage\n"
+    assert client.post("/api/remove", files={"file": ("x.eps", eps)}).status_code == 415
+
+
+def test_every_image_mode_keeps_its_levels():
+    from carseg.serving.images import decode_photo
+
+    ramp = (np.arange(64 * 48, dtype=np.uint32).reshape(48, 64) * 21).astype(np.uint16)  # 0 .. 64500
+    grey16 = decode_photo(_bytes_as(Image.fromarray(ramp), "PNG"), "file", 50)
+    assert grey16.shape == (48, 64, 3) and grey16.dtype == np.uint8
+    np.testing.assert_allclose(grey16[..., 0].astype(float), ramp / 257, atol=1)  # not a white picture
+    for mode in ("L", "LA", "P", "RGBA", "1"):
+        picture = Image.new("RGB", (32, 24), (90, 90, 90)).convert(mode)
+        decoded = decode_photo(_bytes_as(picture, "PNG"), "file", 50)
+        assert decoded.shape == (24, 32, 3), mode
+
+
+@pytest.mark.parametrize("value", ["0,0,0,999", "0,0,0,-1", "256,0,0", "1,2", "0,0,0,0,0"])
+def test_colours_are_checked_in_full(client, photo, value):
+    files = {"file": ("car.png", png_bytes(photo), "image/png")}
+    response = client.post(f"/api/remove?bgc={value}", files=files)
+    assert response.status_code == 400 and "bgc=" in response.text
+
+
+def test_a_result_too_large_for_its_format_is_a_4xx():
+    from carseg.serving.images import UploadError, encode
+
+    wide = np.zeros((2, 16_400, 3), np.uint8)
+    with pytest.raises(UploadError, match="webp holds at most 16383 a side") as err:
+        encode(wide, "webp")
+    assert err.value.status == 400
+    assert encode(wide, "png")[1] == "image/png"

@@ -1,4 +1,4 @@
-"""Training by the clock (TimeBudget) and the second stage that trains the edge refiner into the checkpoints."""
+"""Training by the clock (TimeBudget), an option for those who want a deadline."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import time
 
 import pandas as pd
 import pytest
-import torch
 
 from carseg.errors import CarsegError
-from carseg.inference.predictor import Predictor
-from carseg.models.checkpoint import REFINER_KEY, read_checkpoint
+from carseg.models.checkpoint import read_checkpoint
 from carseg.training import callbacks
 from carseg.training.run import train
 from tests.helpers import compose_cfg, tiny_overrides
@@ -63,47 +61,6 @@ def test_a_spent_budget_validates_and_saves_the_last_epoch(tiny_root, tmp_path, 
     assert [s["size"] for s in summary["stages"]] == ["32x48", "64x96"]
     lrs = metrics["lr-AdamW"].dropna()
     assert lrs.iloc[-1] < 0.1 * lrs.max()
-
-
-@pytest.mark.slow
-def test_the_edge_refiner_is_trained_into_the_checkpoints(tiny_root, tiny_data, tmp_path):
-    cfg = _cfg(
-        tiny_root,
-        tmp_path,
-        "trainer.max_epochs=1",
-        "refiner=edge",
-        f"refiner.data.data_dir={tiny_data}",
-        f"refiner.data.val_dir={tiny_data}",
-        "refiner.data.crop=64",
-        "refiner.data.batch_size=4",
-        "refiner.data.crops_per_epoch=16",
-        "refiner.data.val_crops=8",
-        "refiner.data.val_photos=4",
-        "refiner.module.width=8",
-        "refiner.minutes=0.05",
-    )
-    train(cfg)
-    run = tmp_path / "run"
-    summary = json.loads((run / "summary.json").read_text())
-    refiner = summary["refiner"]
-    assert refiner["global_step"] > 0 and 0 <= refiner["refiner/val_iou"] <= 1
-    assert sorted(refiner["checkpoints"]) == sorted(
-        {summary["best_checkpoint"], str(run / "checkpoints" / "last.ckpt")}
-    )
-    for path in refiner["checkpoints"]:
-        assert read_checkpoint(path)[REFINER_KEY]["width"] == 8
-    predictor = Predictor(ckpt=summary["best_checkpoint"], precision="32")
-    assert predictor.refiner is not None
-    image = torch.randint(0, 255, (96, 144, 3), dtype=torch.uint8).numpy()
-    assert predictor.masks([image]).shape == (1, 96, 144)
-    assert (run / "refiner" / "metrics.csv").is_file()
-
-
-def test_missing_refiner_data_stops_before_training(tiny_root, tmp_path):
-    cfg = _cfg(tiny_root, tmp_path, "refiner=edge", f"refiner.data.data_dir={tmp_path}/nowhere")
-    with pytest.raises(CarsegError, match=r"refiner.data.data_dir=.*nowhere: no such folder.*refiner=none"):
-        train(cfg)
-    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_a_time_budget_needs_its_minutes(tiny_root, tmp_path):
