@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from carseg.errors import CarsegError, exit_on_user_error
 
@@ -82,20 +83,44 @@ def parse_input_size(values: Sequence[str]) -> InputSize:
     raise CarsegError(f"--input-size {' '.join(values)}: use train, native, or H W (two positive integers)")
 
 
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The model options `carseg predict` and `carseg serve` share: which model, and how it predicts."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--ckpt",
+        nargs="+",
+        action="extend",
+        help="checkpoint(s) written by train.py, a run folder (its best), or a cross-validation folder (its "
+        "folds); several (--ckpt A B or --ckpt A --ckpt B) predict as an ensemble",
+    )
+    source.add_argument("--onnx", help="a model written by `carseg export` (with its edge refiner beside it)")
+    parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped photo")
+    parser.add_argument("--precision", default="auto", help="auto, 32, bf16 or 16 (checkpoints only)")
+    parser.add_argument(
+        "--refine-radius", type=int, default=0, help="guided-filter edge refinement at full size (pixels; 0: off)"
+    )
+    parser.add_argument("--no-refiner", action="store_true", help="leave out the model's edge refiner")
+
+
+def predictor_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The Predictor's keyword arguments from `add_model_options`' options."""
+    from carseg.runs import checkpoints_in
+
+    return {
+        "ckpt": [str(p) for p in checkpoints_in(args.ckpt)] if args.ckpt else None,
+        "onnx": args.onnx,
+        "tta": bool(args.tta),
+        "precision": str(args.precision),
+        "refine_radius": int(args.refine_radius),
+        "edge_refiner": not args.no_refiner,
+    }
+
+
 def _predict(args: argparse.Namespace) -> None:
     from carseg.inference.predictor import Predictor
     from carseg.inference.run import predict
-    from carseg.runs import checkpoints_in
 
-    predictor = Predictor(
-        ckpt=checkpoints_in(args.ckpt) if args.ckpt else None,
-        onnx=args.onnx,
-        input_size=parse_input_size(args.input_size),
-        tta=args.tta,
-        precision=args.precision,
-        refine_radius=args.refine_radius,
-        edge_refiner=not args.no_refiner,
-    )
+    predictor = Predictor(**predictor_options(args), input_size=parse_input_size(args.input_size))
     summary = predict(
         args.inputs,
         predictor,
@@ -160,26 +185,21 @@ def _serve(args: argparse.Namespace) -> None:
 
     import uvicorn
 
-    from carseg.runs import checkpoints_in
     from carseg.serving.app import ServeConfig, create_app
 
     if args.port < 0 or args.port > 65535:
         raise CarsegError(f"--port {args.port}: give 0..65535")
+    options = predictor_options(args)
     config = ServeConfig(
-        ckpt=[str(p) for p in checkpoints_in(args.ckpt)] if args.ckpt else None,
-        onnx=args.onnx,
+        ckpt=options.pop("ckpt"),
+        onnx=options.pop("onnx"),
         workers=args.workers,
         queue=args.queue,
         max_upload_mb=args.max_upload_mb,
         max_megapixels=args.max_megapixels,
         api_key=args.api_key or os.environ.get("CARSEG_API_KEY") or None,
         allowed_hosts=allowed_hosts(args.host, args.allowed_hosts),
-        predictor={
-            "tta": args.tta,
-            "precision": args.precision,
-            "refine_radius": args.refine_radius,
-            "edge_refiner": not args.no_refiner,
-        },
+        predictor=options,
     )
     if args.workers < 1 or args.queue < 0:
         raise CarsegError(f"--workers {args.workers} --queue {args.queue}: need at least 1 worker and 0 waiting places")
@@ -267,15 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.set_defaults(func=_download)
     pred = commands.add_parser("predict", help="masks, cut-outs and composites (or a Kaggle submission) for photos")
     pred.add_argument("inputs", nargs="+", help="JPEG/PNG files or folders of them")
-    source = pred.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--ckpt",
-        nargs="+",
-        action="extend",
-        help="checkpoint(s) written by train.py, a run folder (its best), or a cross-validation folder (its "
-        "folds); several predict as an ensemble",
-    )
-    source.add_argument("--onnx", help="a model written by `carseg export`")
+    add_model_options(pred)
     pred.add_argument("--out", help="folder for <name>_mask.png, <name>_cutout.png (and _composite.jpg)")
     pred.add_argument("--background", help="composite over this colour (white, #1e90ff) or image file")
     pred.add_argument("--feather", type=float, default=0.0, help="soften the cut-out edge (Gaussian sigma, pixels)")
@@ -288,11 +300,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="a soft contact shadow under the car on the --background (strength 0..1; 0.5 alone)",
     )
     pred.add_argument("--submission", help="write Kaggle's img,rle_mask CSV here")
-    pred.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
-    pred.add_argument(
-        "--refine-radius", type=int, default=0, help="guided-filter edge refinement at full size (pixels; 0: off)"
-    )
-    pred.add_argument("--no-refiner", action="store_true", help="leave out the checkpoint's edge refiner")
     pred.add_argument("--batch-size", type=int, default=4)
     pred.add_argument(
         "--on-error",
@@ -306,13 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--accelerator", choices=["cpu", "gpu", "auto"], default="auto")
     pred.add_argument("--workers", type=int, default=2, help="photo-decoding worker processes per device")
     pred.add_argument("--input-size", nargs="+", default=["train"], help="train (default), native, or H W")
-    pred.add_argument("--precision", default="auto", help="auto, 32, bf16 or 16 (checkpoints only)")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")
     pred.set_defaults(func=_predict)
     serve = commands.add_parser("serve", help="background removal as a web service and page (FastAPI + uvicorn)")
-    model = serve.add_mutually_exclusive_group(required=True)
-    model.add_argument("--ckpt", nargs="+", help="checkpoints, run folders or a folder of fold runs (an ensemble)")
-    model.add_argument("--onnx", help="a model written by `carseg export`")
+    add_model_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
     serve.add_argument("--port", type=int, default=7000)
     serve.add_argument("--workers", type=int, default=1, help="inference threads sharing the one loaded model")
@@ -327,10 +331,6 @@ def build_parser() -> argparse.ArgumentParser:
         "*.example.com for subdomains); others get 400",
     )
     serve.add_argument("--api-key", help="require it in X-Api-Key on every endpoint but /health (or CARSEG_API_KEY)")
-    serve.add_argument("--tta", action="store_true", help="average with the horizontally flipped photo")
-    serve.add_argument("--precision", default="auto", help="auto, 32, bf16 or 16 (checkpoints only)")
-    serve.add_argument("--refine-radius", type=int, default=0, help="guided-filter edge refinement radius (0: off)")
-    serve.add_argument("--no-refiner", action="store_true", help="leave out the checkpoint's edge refiner")
     serve.add_argument("--quiet", action="store_true", help="no access log")
     serve.set_defaults(func=_serve)
 

@@ -104,6 +104,16 @@ def fold_checkpoints(sweep_dir: str | Path) -> list[Path]:
     return [Path(f["best_checkpoint"]) for f in summary["folds"] if f["best_checkpoint"]]
 
 
+def best_checkpoint(run_dir: str | Path) -> Path | None:
+    """A finished run's best checkpoint, found in its own folder when the run was moved or copied since
+    (summary.json records the path it was written at); None when the summary names none."""
+    recorded = (read_summary(run_dir) or {}).get("best_checkpoint")
+    if not recorded:
+        return None
+    here = Path(run_dir) / CHECKPOINTS / Path(recorded).name
+    return here if here.is_file() else Path(recorded)
+
+
 def checkpoints_in(paths: list[str | Path]) -> list[Path]:
     """Checkpoint files as a user names them: a `.ckpt` file, a run folder (its best checkpoint) or a
     cross-validation sweep folder (the best checkpoint of each fold)."""
@@ -113,8 +123,8 @@ def checkpoints_in(paths: list[str | Path]) -> list[Path]:
             found.append(item)
         elif (item / CV_SUMMARY).is_file():
             found += fold_checkpoints(item)
-        elif best := (read_summary(item) or {}).get("best_checkpoint"):
-            found.append(Path(best))
+        elif best := best_checkpoint(item):
+            found.append(best)
         else:
             raise CarsegError(
                 f"--ckpt {item}: neither a checkpoint file, nor a finished run folder (summary.json), nor a "

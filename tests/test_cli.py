@@ -24,3 +24,26 @@ def test_benchmarks_take_their_data_folder_from_the_caller():
         parser.parse_args(["bench", "infer"])
     assert parser.parse_args(["bench", "infer", "some/dir"]).dir == "some/dir"
     assert parser.parse_args(["bench", "train"]).data is None
+
+
+@pytest.mark.parametrize("command", ["predict", "serve"])
+def test_predict_and_serve_share_one_model_option_set(command, tmp_path):
+    """`--ckpt A --ckpt B` is an ensemble of both in either command, and the options reach the predictor
+    typed, from one function."""
+    from carseg.cli import build_parser, predictor_options
+
+    a, b = tmp_path / "a.ckpt", tmp_path / "b.ckpt"
+    for path in (a, b):
+        path.write_bytes(b"x")
+    head = ["predict", "photos/"] if command == "predict" else ["serve"]
+    for ckpts in (["--ckpt", str(a), "--ckpt", str(b)], ["--ckpt", str(a), str(b)]):
+        args = build_parser().parse_args([*head, *ckpts, "--tta", "--refine-radius", "3", "--no-refiner"])
+        options = predictor_options(args)
+        assert options == {
+            "ckpt": [str(a), str(b)],
+            "onnx": None,
+            "tta": True,
+            "precision": "auto",
+            "refine_radius": 3,
+            "edge_refiner": False,
+        }

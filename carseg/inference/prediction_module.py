@@ -25,7 +25,8 @@ class PredictionModule(pl.LightningModule):
         self.predictor, self.on_error = predictor, on_error
         # registered, so that Lightning moves the models to this process's device
         self.models = nn.ModuleList([m for m, _ in predictor.members if m is not None])
-        self.refiner = predictor.refiner[0] if predictor.refiner is not None else None
+        refiner = predictor.refiner[0] if predictor.refiner is not None else None
+        self.refiner = refiner if isinstance(refiner, nn.Module) else None  # an ONNX refiner has no device
 
     def on_predict_start(self) -> None:
         self.predictor.device = self.device

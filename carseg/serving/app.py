@@ -20,8 +20,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import ImageColor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from carseg import __version__
 from carseg.errors import CarsegError
 from carseg.inference.background import colour_background, composite, cutout, fit_background
 from carseg.inference.predictor import Predictor
@@ -172,7 +174,9 @@ def create_app(config: ServeConfig, predictor: Predictor | None = None) -> FastA
         lifespan=lifespan,
         title="carseg",
         summary="Cut cars out of photos: rembg- and remove.bg-compatible endpoints, a page, health and metrics.",
-        version="0.1.0",
+        version=__version__,
+        # a text field (image_file_b64) may hold an upload at the limit, base64-encoded
+        form_limits={"max_part_size": limit * 4 // 3 + 4096},
     )
     telemetry.queue_depth.set_function(lambda: queue.pending)
 
@@ -212,6 +216,12 @@ def create_app(config: ServeConfig, predictor: Predictor | None = None) -> FastA
         telemetry.rejected.inc()
         message = f"all {queue.capacity} places are taken; retry in {RETRY_AFTER_S} s"
         return _error(request.url.path, 503, "busy", message, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own refusals (an unparsable body, a wrong method, no such path) in the endpoint's shape."""
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        return _error(request.url.path, err.status_code, code, str(err.detail), headers=getattr(err, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def bad_fields(request: Request, err: RequestValidationError) -> JSONResponse:

@@ -148,7 +148,6 @@ class TimeBudget(pl.Callback):
         self.seconds = float(minutes) * 60
         self._start: float | None = None
         self._resume_spent = 0.0
-        self.stopped_early = False
 
     def time_progress(self) -> float:
         """The share of the budget spent (0 before training starts)."""
@@ -172,7 +171,6 @@ class TimeBudget(pl.Callback):
         spent = self.time_progress() >= 1.0
         spent = trainer.strategy.reduce_boolean_decision(spent, all=False)  # one rank's clock stops them all
         if spent and not trainer.should_stop:
-            self.stopped_early = True
             trainer.should_stop = True  # Lightning validates (and so checkpoints) before it stops
             rank_zero_print(
                 f"carseg: time budget of {self.seconds / 60:.1f} min spent at epoch {trainer.current_epoch}, "

@@ -213,7 +213,8 @@ def refine_run(run_dir: str | Path, overrides: list[str] | None = None) -> dict[
     if not cfg.get("refiner"):
         raise CarsegError(f"{run_dir}: its config has no edge refiner (refiner=none); add refiner=edge")
     check_refiner_config(cfg.refiner)
-    return _second_stage(cfg, summary)
+    best = runs.best_checkpoint(run_dir)  # in this folder, also when the run was moved or copied
+    return _second_stage(cfg, {**summary, "best_checkpoint": str(best) if best else None})
 
 
 def train(cfg: DictConfig) -> float | None:

@@ -343,3 +343,15 @@ def test_a_result_too_large_for_its_format_is_a_4xx():
         encode(wide, "webp")
     assert err.value.status == 400
     assert encode(wide, "png")[1] == "image/png"
+
+
+def test_remove_bg_answers_in_its_error_shape_and_takes_base64_up_to_the_limit(client, photo):
+    not_form = client.post("/v1.0/removebg", content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data"})
+    assert not_form.status_code == 400 and "errors" in not_form.json()
+    wrong_method = client.get("/v1.0/removebg")
+    assert wrong_method.status_code == 405 and wrong_method.json()["errors"][0]["code"] == "method_not_allowed"
+    noise = np.random.default_rng(0).integers(0, 255, (560, 840, 3), dtype=np.uint8)  # about 1.4 MB as PNG
+    big = png_bytes(noise)
+    assert 0.9 * 2**20 < len(big) < 25 * 2**20 * 0.7
+    answer = client.post("/v1.0/removebg", data={"image_file_b64": base64.b64encode(big).decode()})
+    assert answer.status_code == 200, answer.text[:300]

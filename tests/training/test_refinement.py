@@ -85,6 +85,11 @@ def test_carseg_refine_trains_the_refiner_of_a_finished_run(trained, tiny_data, 
     assert summary["best"] == before["best"] and summary["refiner"]["coarse"] == "simulated"
     assert summary["refiner"]["global_step"] == 6
     assert REFINER_KEY in read_checkpoint(run / "checkpoints" / "last.ckpt")
+    # into this folder's checkpoints, though its summary names where the run was first written
+    written = summary["refiner"]["checkpoints"]
+    assert len(written) == 2 and all(str(run) in path for path in written)
+    original_best = next((trained[0] / "checkpoints").glob("epoch_*.ckpt"))
+    assert REFINER_KEY not in read_checkpoint(original_best)
     assert "edge refiner written into 2 checkpoint(s)" in capsys.readouterr().out
 
 
