@@ -19,6 +19,7 @@ from carseg.data.io import image_size, read_image, read_mask, resize_pair
 from carseg.data.synthetic import SynthSpec, is_complete, write_synthetic
 from carseg.data.transforms import build_pipeline
 from carseg.errors import CarsegError
+from carseg.processes import worker_init
 
 
 class CarvanaDataset(Dataset):
@@ -250,6 +251,7 @@ class CarvanaDataModule(pl.LightningDataModule):
             shuffle=shuffle,
             drop_last=shuffle and len(dataset) > batch_size,
             num_workers=self.num_workers,
+            worker_init_fn=worker_init,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
         )

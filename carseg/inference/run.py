@@ -29,6 +29,7 @@ from carseg.inference.writer import (
     output_files,
     submitted_names,
 )
+from carseg.processes import worker_init
 
 RUN_ID_ENV = "CARSEG_PREDICT_RUN"  # shared by the processes of one run (DDP ranks inherit the environment)
 
@@ -136,6 +137,7 @@ def predict(
             PhotoDataset(paths, remaining),
             batch_size=batch_size,
             num_workers=workers,
+            worker_init_fn=worker_init,
             collate_fn=as_list,
             persistent_workers=False,
         )
