@@ -98,16 +98,19 @@ class EdgeCropDataset(Dataset):
     coarse float (1, S, S) in 0..1) along the edges of the photos.
 
     A `hard_fraction` share of the crops is centred on the coarse model's errors (where the photo has any).
-    With `seed` set, crop i is the same every time (validation); without, each draw is new (training)."""
+    With `fixed`, crop i is the same every time (validation); otherwise each draw is new (training), drawn
+    from `seed` and the number of draws so far, so that the same seed gives the same crops in the same
+    order on any machine (the loader reads them in one process)."""
 
     def __init__(
         self,
         photos: EdgePhotos,
         crop: int,
         length: int,
-        seed: int | None = None,
+        seed: int = 0,
         flip: bool = True,
         hard_fraction: float = 0.0,
+        fixed: bool = False,
     ):
         small = min(min(im.shape[:2]) for im in photos.images)
         if crop % 8 or crop < 32 or crop > small:
@@ -116,14 +119,19 @@ class EdgeCropDataset(Dataset):
             raise CarsegError(f"refiner.data.hard_fraction={hard_fraction}: give a share from 0 to 1")
         self.photos = photos
         self.crop, self.length, self.seed, self.flip, self.hard_fraction = crop, length, seed, flip, hard_fraction
+        self.fixed, self.draws = fixed, 0
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = np.random.default_rng(None if self.seed is None else (self.seed, index))
+        if self.fixed:
+            rng = np.random.default_rng((self.seed, index))
+        else:
+            rng = np.random.default_rng((self.seed, 1, self.draws))
+            self.draws += 1
         p = self.photos
-        i = index % len(p.images) if self.seed is not None else int(rng.integers(len(p.images)))
+        i = index % len(p.images) if self.fixed else int(rng.integers(len(p.images)))
         image, mask, coarse = p.images[i], p.masks[i], p.coarse[i]
         centres = p.errors[i] if len(p.errors[i]) and rng.random() < self.hard_fraction else p.edges[i]
         h, w = mask.shape
@@ -196,7 +204,7 @@ class EdgeCropDataModule(pl.LightningDataModule):
             train = sorted(train, key=lambda r: (r.angle, r.car_id))[:: -(-len(train) // self.train_photos)]
         photos = load_photos(train, "training", self.coarse_source, self.band)
         self.train_set = EdgeCropDataset(
-            photos, crop=self.crop, length=self.crops_per_epoch, hard_fraction=self.hard_fraction
+            photos, crop=self.crop, length=self.crops_per_epoch, seed=self.seed, hard_fraction=self.hard_fraction
         )
         if self.val_dir is not None:
             val = [r for r in scan(self.val_dir, self.mask_source) if not self.val_cars or r.car_id in self.val_cars]
@@ -208,7 +216,8 @@ class EdgeCropDataModule(pl.LightningDataModule):
                     crop=self.crop,
                     length=self.val_crops,
                     seed=self.seed,
-                    flip=False,  # along the predicted edge only: the band as prediction sees it
+                    flip=False,
+                    fixed=True,  # along the predicted edge only: the band as prediction sees it
                 )
 
     def train_dataloader(self) -> DataLoader:
