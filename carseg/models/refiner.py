@@ -126,7 +126,7 @@ def simulate_coarse(mask: torch.Tensor, generator: torch.Generator | None = None
 
 
 # the cut-out's alpha is sigmoid(sharpness x logit) near the edge; the sharpness is chosen from these
-ALPHA_SHARPNESS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+ALPHA_SHARPNESS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0)
 
 
 @torch.no_grad()
