@@ -8,6 +8,7 @@ loading torch.
 from __future__ import annotations
 
 import argparse
+import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -146,10 +147,24 @@ def _predict(args: argparse.Namespace) -> None:
         + (f" ({summary.already_done} from an earlier run)" if summary.already_done else "")
     )
     if summary.failed:
+        listed = _first_failures(summary.failures)
         raise CarsegError(
-            f"{summary.failed} photo(s) could not be read; each is listed with the reason in {summary.failures}. "
-            "Every other photo was written; fix or remove those files and run the same command again"
+            f"{summary.failed} photo(s) could not be read:\n{listed}\nEach is listed with the reason in "
+            f"{summary.failures}. Every other photo was written; fix or remove those files and run the same "
+            "command again"
         )
+
+
+def _first_failures(failures: Path | None, shown: int = 5) -> str:
+    """The first `shown` rows of failures.csv as indented lines (path: reason), with a count of the rest."""
+    if failures is None or not failures.is_file():
+        return "  (no failures.csv)"
+    with open(failures, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    lines = [f"  {row['reason']}" for row in rows[:shown]]
+    if len(rows) > shown:
+        lines.append(f"  ... and {len(rows) - shown} more")
+    return "\n".join(lines)
 
 
 def _refine(args: argparse.Namespace) -> None:

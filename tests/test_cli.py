@@ -47,3 +47,22 @@ def test_predict_and_serve_share_one_model_option_set(command, tmp_path):
             "refine_radius": 3,
             "edge_refiner": False,
         }
+
+
+def test_unreadable_photos_get_their_true_reason_and_are_named(tmp_path):
+    """A file of text is no photo (not a truncated one), and the console names the first failures."""
+    from carseg.cli import _first_failures
+    from carseg.inference.photos import PhotoDataset
+
+    (tmp_path / "notes.jpg").write_text("not a photo at all")
+    (tmp_path / "empty.png").write_bytes(b"")
+    paths = [tmp_path / "notes.jpg", tmp_path / "empty.png"]
+    items = [PhotoDataset(paths, [0, 1])[i] for i in range(2)]
+    assert all(item["image"] is None for item in items)
+    assert all("not a JPEG or PNG photo" in item["error"] and "truncated" not in item["error"] for item in items)
+    failures = tmp_path / "failures.csv"
+    rows = [(f"/p/{i}.jpg", f"/p/{i}.jpg: not a JPEG or PNG photo") for i in range(8)]
+    failures.write_text("path,reason\n" + "".join(f"{p},{r}\n" for p, r in rows))
+    shown = _first_failures(failures)
+    assert "/p/0.jpg: not a JPEG or PNG photo" in shown and "/p/4.jpg" in shown and "/p/5.jpg" not in shown
+    assert shown.endswith("... and 3 more")

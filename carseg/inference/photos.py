@@ -9,7 +9,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from carseg.data.checks import is_truncated
+from carseg.data.checks import is_image, is_truncated
 from carseg.data.io import read_image
 from carseg.errors import CarsegError
 
@@ -51,6 +51,8 @@ class PhotoDataset(Dataset):
         index = self.indices[i]
         path = self.paths[index]
         try:
+            if not is_image(path):
+                raise CarsegError(f"{path}: not a JPEG or PNG photo (no image format recognised in its bytes)")
             if is_truncated(path):  # a decoder would fill the missing part with grey and go on
                 raise CarsegError(f"{path}: truncated (its last bytes are missing); copy or download it again")
             return {"index": index, "path": str(path), "image": read_image(path), "error": None}
