@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import secrets
 import time
@@ -27,7 +28,7 @@ from carseg import __version__
 from carseg.errors import CarsegError
 from carseg.inference.background import colour_background, composite, cutout, fit_background
 from carseg.inference.predictor import Predictor
-from carseg.serving.images import UploadError, decode_photo, encode
+from carseg.serving.images import FORMATS, UploadError, decode_photo, encode, open_photo
 from carseg.serving.queue import BoundedQueue, QueueFull
 from carseg.serving.telemetry import Telemetry
 
@@ -245,12 +246,25 @@ def create_app(config: ServeConfig, predictor: Predictor | None = None) -> FastA
     async def process(
         photo: bytes, field_name: str, how: Render, background: tuple[str, bytes | None]
     ) -> tuple[bytes, str, np.ndarray]:
+        # what the headers can tell is checked here, before a place in the queue is taken
+        open_photo(photo, field_name, config.max_megapixels)
+        if background[1] is not None:
+            open_photo(background[1], background[0], config.max_megapixels)
+        if how.fmt not in FORMATS:
+            raise UploadError(400, "bad_format", f"format {how.fmt!r}: choose one of {', '.join(FORMATS)}")
+        if isinstance(how.background, str):
+            try:
+                colour_background(how.background, (1, 1))
+            except CarsegError as err:
+                raise UploadError(400, "bad_background", str(err)) from None
+
         def job() -> tuple[bytes, str, np.ndarray]:
             image = decode_photo(photo, field_name, config.max_megapixels)
+            ground = how.background
             if background[1] is not None:
-                how.background = decode_photo(background[1], background[0], config.max_megapixels)
+                ground = decode_photo(background[1], background[0], config.max_megapixels)
             ((mask, alpha),) = predictor.mattes([image])
-            return render(image, mask, alpha, how)
+            return render(image, mask, alpha, dataclasses.replace(how, background=ground))
 
         return await queue.run(job)
 

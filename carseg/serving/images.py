@@ -36,9 +36,10 @@ def _refuse_no_pixels(field: str, width: int, height: int) -> None:
         raise UploadError(400, "empty_image", f"field {field!r}: the image is {width}x{height} pixels")
 
 
-def decode_photo(data: bytes, field: str, max_megapixels: float) -> np.ndarray:
-    """RGB uint8 (H, W, 3) of an uploaded JPEG, PNG or WebP, EXIF rotation applied. The size is read from the
-    header first, so an oversized photo is refused before any pixel is decoded."""
+def open_photo(data: bytes, field: str, max_megapixels: float) -> Image.Image:
+    """An uploaded JPEG, PNG or WebP opened from its header alone (no pixel decoded), after every check the
+    header allows: not empty, one of the claimed formats, not 0 pixels, within `max_megapixels`. Cheap, so
+    that a bad upload is refused before it takes a place in the queue."""
     if not data:
         raise UploadError(400, "empty_upload", f"field {field!r} is empty: send the photo's bytes")
     if data[:8] == PNG_SIGNATURE and len(data) >= 24:  # PIL does not identify a PNG whose header says 0 pixels
@@ -64,6 +65,13 @@ def decode_photo(data: bytes, field: str, max_megapixels: float) -> np.ndarray:
             "too_many_pixels",
             f"field {field!r}: {width}x{height} is {megapixels:.1f} megapixels; the limit is {max_megapixels:g}",
         )
+    return image
+
+
+def decode_photo(data: bytes, field: str, max_megapixels: float) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of an uploaded JPEG, PNG or WebP, EXIF rotation applied; the header is checked
+    first (`open_photo`), so an oversized photo is refused before any pixel is decoded."""
+    image = open_photo(data, field, max_megapixels)
     try:
         image.load()
         image = ImageOps.exif_transpose(image)

@@ -355,3 +355,38 @@ def test_remove_bg_answers_in_its_error_shape_and_takes_base64_up_to_the_limit(c
     assert 0.9 * 2**20 < len(big) < 25 * 2**20 * 0.7
     answer = client.post("/v1.0/removebg", data={"image_file_b64": base64.b64encode(big).decode()})
     assert answer.status_code == 200, answer.text[:300]
+
+
+def test_garbage_is_refused_before_it_takes_a_queue_place(small_ckpt, photo):
+    """With the one worker busy and no waiting place, uploads whose headers already say no get their 4xx,
+    not 503: the check comes before the queue."""
+    gate, started = threading.Event(), threading.Event()
+
+    class SlowPredictor(Predictor):
+        def mattes(self, images):
+            started.set()
+            gate.wait(30)
+            return super().mattes(images)
+
+    slow = SlowPredictor(ckpt=small_ckpt, device="cpu", precision="32")
+    good = {"file": ("car.png", png_bytes(photo), "image/png")}
+    garbage = [
+        ({"file": ("x.png", b"not an image at all", "image/png")}, {}, 415),
+        ({"file": ("x.png", b"", "image/png")}, {}, 400),
+        ({"file": ("x.png", _hundred_megapixels(), "image/png")}, {}, 413),
+        (good, {"format": "gif"}, 400),
+        (good, {"bg": "no-such-colour"}, 400),
+    ]
+    with client_for(small_ckpt, slow, workers=1, queue=0) as busy:
+        first: dict = {}
+        worker = threading.Thread(target=lambda: first.update(r=busy.post("/api/remove", files=good)))
+        worker.start()
+        try:
+            assert started.wait(30)
+            for files, data, status in garbage:
+                assert busy.post("/api/remove", files=files, data=data).status_code == status
+        finally:
+            gate.set()
+            worker.join(30)
+        assert first["r"].status_code == 200
+        assert "carseg_queue_rejected_total 0.0" in busy.get("/metrics").text
