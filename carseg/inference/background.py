@@ -99,12 +99,19 @@ def contact_shadow(mask: np.ndarray, strength: float = 0.5) -> np.ndarray:
 
 
 def fit_background(picture: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """An RGB picture scaled to cover `size` (H, W), then centre-cropped to it."""
+    """An RGB picture centre-cropped to the shape of `size` (H, W), then scaled to it: the same as scaling
+    to cover and cropping, without ever holding more than the picture and the result (a 1×1000 picture
+    behind a 480×320 photo is never scaled to 480×480,000)."""
     h, w = size
-    scale = max(h / picture.shape[0], w / picture.shape[1])
-    resized = cv2.resize(picture, (max(w, round(picture.shape[1] * scale)), max(h, round(picture.shape[0] * scale))))
-    y0, x0 = (resized.shape[0] - h) // 2, (resized.shape[1] - w) // 2
-    return resized[y0 : y0 + h, x0 : x0 + w]
+    ph, pw = picture.shape[:2]
+    # the largest centred window of the picture with the photo's aspect
+    ch, cw = (ph, max(1, min(pw, round(ph * w / h)))) if pw * h >= ph * w else (max(1, min(ph, round(pw * h / w))), pw)
+    y0, x0 = (ph - ch) // 2, (pw - cw) // 2
+    window = np.ascontiguousarray(picture[y0 : y0 + ch, x0 : x0 + cw])
+    if window.shape[:2] == (h, w):
+        return window
+    shrink = ch > h and cw > w
+    return cv2.resize(window, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def composite(

@@ -162,3 +162,34 @@ def test_asking_for_a_missing_gpu_is_one_clear_error(best_ckpt, photos, tmp_path
     args = ["predict", str(photos), "--ckpt", str(best_ckpt), "--out", str(tmp_path / "o"), "--accelerator", "gpu"]
     result = _cli_subprocess(args)
     assert result.returncode == 2 and "--accelerator gpu" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [
+        ((1, 1000), (320, 480)),
+        ((1000, 1), (320, 480)),
+        ((50, 60), (320, 480)),
+        ((900, 1600), (320, 480)),
+        ((320, 480), (320, 480)),
+    ],
+)
+def test_a_background_is_cropped_to_the_photos_shape_before_it_is_scaled(shape, size, monkeypatch):
+    """Whatever the background's shape, the work is bounded by the background and the result: no
+    intermediate larger than both."""
+    import cv2
+
+    from carseg.inference.background import fit_background
+
+    largest = []
+    real = cv2.resize
+
+    def watched(src, dsize, *args, **kwargs):
+        largest.append(dsize[0] * dsize[1])
+        return real(src, dsize, *args, **kwargs)
+
+    monkeypatch.setattr(cv2, "resize", watched)
+    picture = np.random.default_rng(0).integers(0, 255, (*shape, 3), dtype=np.uint8)
+    fitted = fit_background(picture, size)
+    assert fitted.shape == (*size, 3)
+    assert max(largest, default=0) <= size[0] * size[1]
