@@ -228,16 +228,21 @@ def test_api_key_guards_everything_but_health(small_ckpt, predictor, photo):
         assert guarded.post("/api/remove", files=files, headers={"X-Api-Key": "s3cret"}).status_code == 200
 
 
-def test_a_full_queue_answers_503_with_retry_after(small_ckpt, photo):
+def _held_predictor(small_ckpt) -> tuple[Predictor, threading.Event, threading.Event]:
+    """A predictor whose every photo waits for `gate` (after setting `started`): a worker held busy."""
     gate, started = threading.Event(), threading.Event()
 
-    class SlowPredictor(Predictor):
+    class HeldPredictor(Predictor):
         def mattes(self, images):
             started.set()
             gate.wait(30)
             return super().mattes(images)
 
-    slow = SlowPredictor(ckpt=small_ckpt, device="cpu", precision="32")
+    return HeldPredictor(ckpt=small_ckpt, device="cpu", precision="32"), gate, started
+
+
+def test_a_full_queue_answers_503_with_retry_after(small_ckpt, photo):
+    slow, gate, started = _held_predictor(small_ckpt)
     files = {"file": ("car.png", png_bytes(photo), "image/png")}
     with client_for(small_ckpt, slow, workers=1, queue=0) as busy:
         first: dict = {}
@@ -360,15 +365,7 @@ def test_remove_bg_answers_in_its_error_shape_and_takes_base64_up_to_the_limit(c
 def test_garbage_is_refused_before_it_takes_a_queue_place(small_ckpt, photo):
     """With the one worker busy and no waiting place, uploads whose headers already say no get their 4xx,
     not 503: the check comes before the queue."""
-    gate, started = threading.Event(), threading.Event()
-
-    class SlowPredictor(Predictor):
-        def mattes(self, images):
-            started.set()
-            gate.wait(30)
-            return super().mattes(images)
-
-    slow = SlowPredictor(ckpt=small_ckpt, device="cpu", precision="32")
+    slow, gate, started = _held_predictor(small_ckpt)
     good = {"file": ("car.png", png_bytes(photo), "image/png")}
     garbage = [
         ({"file": ("x.png", b"not an image at all", "image/png")}, {}, 415),
