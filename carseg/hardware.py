@@ -44,3 +44,10 @@ def inference_precision(precision: str, device: torch.device) -> str:
     if precision not in INFERENCE_PRECISIONS:
         raise CarsegError(f"precision={precision!r}: use auto, 32, bf16 or 16")
     return precision
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """The autocast context of an inference precision ("32", "bf16" or "16", as `inference_precision` gives)
+    on `device`; "32" is a context that changes nothing."""
+    dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

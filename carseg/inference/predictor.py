@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import onnxruntime as ort
 import torch
 
 from carseg.errors import CarsegError
-from carseg.hardware import inference_precision
+from carseg.hardware import autocast, inference_precision
 from carseg.inference.background import edge_band
 from carseg.inference.refine import TileRefiner, refine_edges, refine_probabilities
 from carseg.models.checkpoint import load_checkpoint, load_refiner
@@ -105,11 +104,7 @@ class Predictor:
         self.precision = inference_precision(precision, self.device) if self.module is not None else "32"
 
     def _autocast(self) -> Any:
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        if self.precision == "16":
-            return torch.autocast(self.device.type, dtype=torch.float16)
-        return nullcontext()
+        return autocast(self.precision, self.device)
 
     def _logits(self, batch: torch.Tensor, module: SegmentationModule | None = None) -> torch.Tensor:
         """Logits (N, 1, h, w) of `module` (None: the ONNX model) for a float batch in 0..255."""

@@ -22,7 +22,7 @@ from pytorch_lightning.loggers import CSVLogger
 from carseg.build import build
 from carseg.data.edge_crops import CoarseSource
 from carseg.errors import CarsegError
-from carseg.hardware import inference_precision
+from carseg.hardware import autocast, inference_precision
 from carseg.models.checkpoint import embed_refiner, load_checkpoint
 from carseg.models.full_size import full_size_logits, module_logits
 from carseg.models.module import threshold_logit
@@ -63,12 +63,7 @@ def coarse_source(ckpt: str | Path, accelerator: str = "cpu", tta: bool = True) 
     module, size = load_checkpoint(ckpt, map_location=str(device))
     module.eval()
     precision = inference_precision("auto", device)
-    dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision)
-
-    def autocast() -> Any:
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-    logits_of = module_logits(module, device, autocast)
+    logits_of = module_logits(module, device, lambda: autocast(precision, device))
     shift = threshold_logit(float(module.hparams.get("threshold", 0.5)))
 
     def probabilities(image: np.ndarray) -> np.ndarray:
