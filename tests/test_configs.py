@@ -184,7 +184,8 @@ def test_every_experiment_trains_a_step(experiment, tiny_root, tmp_path: Path):
     if composed.get("refiner"):  # the second stage too, on the tiny set's photos
         tiny = next(tiny_root.glob("synthetic_*"))
         overrides += [f"refiner.data.data_dir={tiny}", f"refiner.data.val_dir={tiny}", "refiner.data.crop=64"]
-        overrides += ["refiner.data.crops_per_epoch=8", "refiner.data.val_crops=4", "refiner.max_steps=2"]
+        overrides += ["refiner.data.crops_per_epoch=8", "refiner.data.batch_size=4", "refiner.data.val_crops=4"]
+        overrides += ["refiner.max_steps=2"]
     cfg = compose_cfg("train", overrides, tmp_path / "run")
     expected = OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml")
     assert cfg.model.optimizer.lr == expected.get("model", {}).get("optimizer", {}).get("lr", cfg.model.optimizer.lr)

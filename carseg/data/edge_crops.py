@@ -186,6 +186,11 @@ class EdgeCropDataModule(pl.LightningDataModule):
         self.crops_per_epoch, self.val_crops, self.val_photos = int(crops_per_epoch), int(val_crops), int(val_photos)
         self.train_photos = int(train_photos) if train_photos else None
         self.hard_fraction, self.band = float(hard_fraction), int(band)
+        if self.batch_size < 1 or self.crops_per_epoch < self.batch_size:
+            raise CarsegError(
+                f"refiner.data.crops_per_epoch={self.crops_per_epoch}, refiner.data.batch_size={self.batch_size}: "
+                "an epoch needs at least one whole batch of crops; give crops_per_epoch >= batch_size >= 1"
+            )
         self.mask_source, self.seed = mask_source, seed
         self.coarse_source: CoarseSource | None = None
         self.train_set: EdgeCropDataset | None = None

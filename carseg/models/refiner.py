@@ -226,8 +226,9 @@ class RefinerModule(pl.LightningModule):
         loss, logits, band = self._step(batch, coarse)
         target = (batch["mask"] > 0.5).int()
         pred = logits > 0
-        self.val_iou.update(pred[band], target[band])
-        self.val_iou_coarse.update((coarse > 0.5)[band], target[band])
+        if band.any():  # a batch whose coarse input predicts no edge has no band to score
+            self.val_iou.update(pred[band], target[band])
+            self.val_iou_coarse.update((coarse > 0.5)[band], target[band])
         self.val_boundary_f1.update(pred, target)
         self.val_boundary_f1_coarse.update(coarse > 0.5, target)
         n = len(target)

@@ -85,3 +85,10 @@ def test_training_crops_are_the_same_for_the_same_seed(pairs):
     assert all((a == b).all() for a, b in zip(first, again, strict=True))
     assert any((a != b).any() for a, b in zip(first, other, strict=True))
     assert any((a != b).any() for a, b in zip(first[:6], first[6:], strict=True))  # each epoch new crops
+
+
+def test_an_epoch_without_a_whole_batch_is_one_clear_error(tiny_data):
+    from carseg.data.edge_crops import EdgeCropDataModule
+
+    with pytest.raises(CarsegError, match=r"crops_per_epoch=8, refiner.data.batch_size=16: an epoch needs"):
+        EdgeCropDataModule(str(tiny_data), crops_per_epoch=8, batch_size=16)
