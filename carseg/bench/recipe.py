@@ -25,6 +25,7 @@ from PIL import Image
 from carseg import runs
 from carseg.bench.ceiling import refiner_ceiling
 from carseg.bench.edges import edge_figure
+from carseg.bench.measure import build_module
 from carseg.bench.report import show, write
 from carseg.bench.train import Case, bare_loop
 from carseg.config import compose_config, config_choices
@@ -96,10 +97,12 @@ def machine_speed(overrides: list[str], steps: int = 6) -> list[dict[str, Any]]:
     sizes = [tuple(stage["size"]) for stage in dm.get("size_schedule") or []] or [tuple(dm.image_size)]
     bf16 = str(cfg.trainer.precision).startswith("bf16")
     channels_last = bool(cfg.model.get("channels_last", True))
+    multiple = build_module(model).pad_multiple  # the bare loop feeds the network as it is: pad as carseg does
     rows = []
-    for size in dict.fromkeys(sizes):
+    for h, w in dict.fromkeys(sizes):
+        size = (-(-h // multiple) * multiple, -(-w // multiple) * multiple)
         rate = bare_loop(Case(model, size, int(dm.batch_size), steps, 2, channels_last, bf16))
-        rows.append({"size": f"{size[0]}x{size[1]}", "model": model, "bare step img/s": round(rate, 2)})
+        rows.append({"size": f"{h}x{w}", "model": model, "bare step img/s": round(rate, 2)})
     return rows
 
 
