@@ -203,9 +203,17 @@ class Predictor:
             yield from flush()
 
 
+# the alpha of a mask pixel stays above half, of a background pixel below, also once written as 8 bits
+# (a logit exactly at the threshold is background in the mask but would round up to 128 of 255)
+ALPHA_CAR, ALPHA_GROUND = 128.0 / 255, 127.0 / 255
+
+
 def edge_matte(mask: np.ndarray, prob: np.ndarray, band: int = MATTE_BAND) -> np.ndarray:
-    """`prob` within `band` pixels of the edge of `mask` (either side), the 0/1 mask elsewhere (float32)."""
-    return np.where(edge_band(mask, band), prob, mask).astype(np.float32)
+    """`prob` within `band` pixels of the edge of `mask` (either side), the 0/1 mask elsewhere (float32);
+    above half exactly where the mask is car, in floats and in 8 bits."""
+    car = mask.astype(bool)
+    agreeing = np.where(car, np.maximum(prob, ALPHA_CAR), np.minimum(prob, ALPHA_GROUND))
+    return np.where(edge_band(mask, band), agreeing, mask).astype(np.float32)
 
 
 def _ort_session(path: Path, threads: int | None) -> Any:

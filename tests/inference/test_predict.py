@@ -193,3 +193,18 @@ def test_a_background_is_cropped_to_the_photos_shape_before_it_is_scaled(shape, 
     fitted = fit_background(picture, size)
     assert fitted.shape == (*size, 3)
     assert max(largest, default=0) <= size[0] * size[1]
+
+
+def test_the_alpha_is_above_half_exactly_where_the_mask_is_also_at_the_threshold():
+    """A logit exactly at the threshold is background; its alpha must not round up to 128 of 255."""
+    from carseg.inference.background import cutout
+    from carseg.inference.predictor import edge_matte
+
+    mask = np.zeros((20, 20), np.uint8)
+    mask[5:15, 5:15] = 1
+    prob = np.where(mask, 0.9, 0.1).astype(np.float32)
+    prob[4, 5:15] = 0.5  # background pixels exactly at the threshold
+    prob[5, 5:15] = np.float32(0.5) + np.float32(1e-7)  # car pixels just above it
+    alpha = edge_matte(mask, prob)
+    written = cutout(np.zeros((20, 20, 3), np.uint8), mask, alpha=alpha)[..., 3]
+    assert np.array_equal(written > 127, mask > 0) and np.array_equal(alpha > 0.5, mask > 0)
