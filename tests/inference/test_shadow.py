@@ -48,8 +48,10 @@ def test_edge_matte_keeps_probabilities_only_near_the_edge():
 
     mask = np.zeros((60, 60), np.uint8)
     mask[20:40, 20:40] = 1
-    matte = edge_matte(mask, np.full((60, 60), 0.3, np.float32))
+    prob = np.where(mask, 0.7, 0.3).astype(np.float32)  # a model's probabilities agree with its mask
+    matte = edge_matte(mask, prob)
     assert matte[30, 30] == 1.0 and matte[2, 2] == 0.0  # far inside, far outside: the mask
-    assert matte[20, 30] == matte[20 - MATTE_BAND, 30] == matte[20 + MATTE_BAND - 1, 30] == np.float32(0.3)
+    assert matte[20, 30] == matte[20 + MATTE_BAND - 1, 30] == np.float32(0.7)  # inside, near the edge
+    assert matte[19, 30] == matte[20 - MATTE_BAND, 30] == np.float32(0.3)  # outside, near the edge
     assert matte[20 - MATTE_BAND - 2, 30] == 0.0 and matte[20 + MATTE_BAND + 2, 30] == 1.0
     assert np.array_equal(edge_matte(np.zeros((5, 5), np.uint8), np.full((5, 5), 0.2)), np.zeros((5, 5)))
