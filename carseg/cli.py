@@ -198,12 +198,17 @@ def allowed_hosts(bound: str, extra: Sequence[str] | None) -> list[str] | None:
 def _serve(args: argparse.Namespace) -> None:
     import os
 
-    import uvicorn
-
     from carseg.serving.app import ServeConfig, create_app
+    from carseg.serving.server import ConnectionLimits, run
 
     if args.port < 0 or args.port > 65535:
         raise CarsegError(f"--port {args.port}: give 0..65535")
+    limits = ConnectionLimits(args.header_timeout, args.body_timeout, args.max_connections)
+    for flag, value in (("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout)):
+        if not value > 0:
+            raise CarsegError(f"{flag} {value}: give a positive number of seconds")
+    if args.max_connections < 1:
+        raise CarsegError(f"--max-connections {args.max_connections}: give at least 1")
     options = predictor_options(args)
     config = ServeConfig(
         ckpt=options.pop("ckpt"),
@@ -223,7 +228,7 @@ def _serve(args: argparse.Namespace) -> None:
     print(f"carseg: serving on http://{shown}:{args.port}/ (API docs: /docs, metrics: /metrics)")
     if args.host != "127.0.0.1" and not config.api_key:
         print(f"carseg: warning: listening on {args.host} without --api-key: anyone who reaches it can use it")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    run(app, args.host, args.port, limits, log_level="warning" if args.quiet else "info")
 
 
 def _bench_train(args: argparse.Namespace) -> None:
@@ -344,6 +349,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="Host names it answers besides localhost and the bound address (behind a proxy or a DNS name; "
         "*.example.com for subdomains); others get 400",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="a request's headers must arrive within S seconds of its first byte (or of the connection); "
+        "else 408 and the connection is closed (default 10)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="its body (the upload) within S seconds of the headers; else the connection is closed (default 60)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=128,
+        metavar="N",
+        help="open connections at once; one more gets 503 and is closed (default 128). Idle keep-alive "
+        "connections close after 5 s",
     )
     serve.add_argument("--api-key", help="require it in X-Api-Key on every endpoint but /health (or CARSEG_API_KEY)")
     serve.add_argument("--quiet", action="store_true", help="no access log")

@@ -66,3 +66,18 @@ def test_unreadable_photos_get_their_true_reason_and_are_named(tmp_path):
     shown = _first_failures(failures)
     assert "/p/0.jpg: not a JPEG or PNG photo" in shown and "/p/4.jpg" in shown and "/p/5.jpg" not in shown
     assert shown.endswith("... and 3 more")
+
+
+@pytest.mark.parametrize(
+    "flags,named",
+    [
+        (["--header-timeout", "0"], "--header-timeout"),
+        (["--body-timeout", "-5"], "--body-timeout"),
+        (["--max-connections", "0"], "--max-connections"),
+    ],
+)
+def test_serve_limits_are_checked_before_the_model_loads(flags, named, tmp_path):
+    (tmp_path / "a.ckpt").write_bytes(b"x")
+    args = build_parser().parse_args(["serve", "--ckpt", str(tmp_path / "a.ckpt"), *flags])
+    with pytest.raises(CarsegError, match=named):
+        args.func(args)
