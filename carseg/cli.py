@@ -265,7 +265,16 @@ def _bench_predict(args: argparse.Namespace) -> None:
 def _bench_serve(args: argparse.Namespace) -> None:
     from carseg.bench.serve import run
 
-    run(args.dir, args.ckpt, args.requests, tuple(args.concurrency), args.workers, args.queue, out=args.out)
+    run(
+        args.dir,
+        args.ckpt,
+        args.requests,
+        tuple(args.concurrency),
+        args.workers,
+        args.queue,
+        out=args.out,
+        max_megapixels=args.max_megapixels,
+    )
 
 
 def _bench_ceiling(args: argparse.Namespace) -> None:
@@ -451,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_serve.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     bench_serve.add_argument("--workers", type=int, default=1)
     bench_serve.add_argument("--queue", type=int, default=8)
+    bench_serve.add_argument(
+        "--max-megapixels", type=float, default=50.0, help="the server's pixel limit; one photo at it measures memory"
+    )
     bench_serve.add_argument("--out", default="bench/serve.json")
     bench_serve.set_defaults(func=_bench_serve)
     return parser

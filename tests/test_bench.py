@@ -98,12 +98,25 @@ def test_bench_serve_smoke(small_ckpt, tiny_data, tmp_path):
     from carseg.bench.serve import run
 
     out = tmp_path / "serve.json"
-    run(tiny_data, ckpt=small_ckpt, requests=6, concurrency=(1, 4), workers=1, queue=0, images=2, out=out)
+    run(
+        tiny_data,
+        ckpt=small_ckpt,
+        requests=6,
+        concurrency=(1, 4),
+        workers=1,
+        queue=0,
+        images=2,
+        out=out,
+        max_megapixels=4,
+    )
     result = json.loads(out.read_text())
     by_level = {row["concurrency"]: row for row in result["load"]}
     assert by_level[1]["ok"] == 6 and by_level[1]["errors"] == 0 and by_level[1]["p50 ms"] > 0
     assert by_level[4]["ok"] + by_level[4]["rejected (503)"] == 6 and by_level[4]["errors"] == 0
     assert result["server_peak_rss_mb"] > 50 and result["capacity"] == 1
+    big = result["request_at_pixel_limit"]  # one photo just under the limit: answered, its memory within the bound
+    assert big["status"] == 200 and 3.9 < big["megapixels"] <= 4
+    assert 0 < big["added_peak_mb"] <= result["request_memory_bound_mb"]
 
 
 def test_bench_train_end_to_end_row(tiny_root, tmp_path):

@@ -24,7 +24,8 @@ from carseg.data.carvana import scan
 from carseg.data.io import read_image, read_mask
 from carseg.evaluation.metrics import image_metrics, iou
 from carseg.inference.predictor import Predictor
-from carseg.inference.refine import refine_probabilities, refine_region
+from carseg.inference.refine import refine_probabilities
+from carseg.masks import edge_band
 from carseg.models.checkpoint import load_refiner
 
 
@@ -84,7 +85,7 @@ def refiner_ceiling(
         pred = predictor.masks([image])[0].astype(bool)
         scores.setdefault("model, no refiner", []).append(image_metrics(pred, truth))
         for band in bands:
-            pasted = np.where(refine_region(pred, band), truth, pred)
+            pasted = np.where(edge_band(pred, band), truth, pred)
             scores.setdefault(f"truth pasted within {band} px", []).append(image_metrics(pasted, truth))
     rows = []
     for what, values in scores.items():

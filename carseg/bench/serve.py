@@ -20,6 +20,7 @@ from PIL import Image
 from carseg.bench.measure import random_checkpoint
 from carseg.bench.report import show, write
 from carseg.errors import CarsegError
+from carseg.serving.app import request_memory_bound_mb
 
 HOST = "127.0.0.1"
 
@@ -92,6 +93,41 @@ async def _load(url: str, photos: list[bytes], requests: int, concurrency: int, 
     }
 
 
+def _photo_at_the_limit(src: Path, megapixels: float) -> bytes:
+    """A JPEG of the photo `src` scaled up to just under `megapixels`: the largest photo the server takes."""
+    import io
+
+    with Image.open(src) as im:
+        scale = (megapixels * 1e6 * 0.999 / (im.width * im.height)) ** 0.5
+        big = im.convert("RGB").resize((int(im.width * scale), int(im.height * scale)), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    big.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def _request_memory(base: str, pid: int, photo: bytes, timeout: float) -> dict[str, Any]:
+    """The server's resident memory added by one request for `photo`: its peak during the request (the
+    kernel's high-water mark, reset before it) less its memory before."""
+    clear, status = Path(f"/proc/{pid}/clear_refs"), Path(f"/proc/{pid}/status")
+
+    def field(name: str) -> int:
+        line = next(x for x in status.read_text().splitlines() if x.startswith(name))
+        return int(line.split()[1])
+
+    try:
+        clear.write_text("5")  # resets VmHWM to the present VmRSS
+    except OSError as err:
+        return {"error": f"cannot reset the peak memory of the server ({err})"}
+    before = field("VmRSS:")
+    start = time.perf_counter()
+    answer = httpx.post(f"{base}/api/remove", files={"file": ("big.jpg", photo, "image/jpeg")}, timeout=timeout)
+    return {
+        "status": answer.status_code,
+        "seconds": round(time.perf_counter() - start, 2),
+        "added_peak_mb": round((field("VmHWM:") - before) / 1024, 1),
+    }
+
+
 def _wait_until_up(base: str, proc: subprocess.Popen, seconds: float = 180) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -115,8 +151,10 @@ def run(
     images: int = 8,
     timeout: float = 120.0,
     out: str | Path = "bench/serve.json",
+    max_megapixels: float = 50.0,
 ) -> dict[str, Any]:
-    """Start `carseg serve` on 127.0.0.1, send `requests` photos at each concurrency, stop it; write JSON."""
+    """Start `carseg serve` on 127.0.0.1, send `requests` photos at each concurrency, then one photo at the
+    pixel limit to measure a request's memory against the documented bound; stop it; write JSON."""
     files = sorted(Path(data_dir, "train").glob("*.jpg"))[:images] or sorted(Path(data_dir).glob("*.jpg"))[:images]
     if not files:
         raise CarsegError(f"{data_dir}: no JPEG photos (in it or in its train/ folder)")
@@ -126,7 +164,7 @@ def run(
     port = free_port()
     base = f"http://{HOST}:{port}"
     command = [sys.executable, "-m", "carseg.cli", "serve", "--ckpt", str(ckpt), "--host", HOST, "--port", str(port)]
-    command += ["--workers", str(workers), "--queue", str(queue), "--quiet"]
+    command += ["--workers", str(workers), "--queue", str(queue), "--max-megapixels", str(max_megapixels), "--quiet"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     memory = PeakMemory(proc.pid)
     memory.start()
@@ -134,6 +172,9 @@ def run(
         _wait_until_up(base, proc)
         asyncio.run(_load(f"{base}/api/remove", photos, 2, 1, timeout))  # warm-up
         rows = [asyncio.run(_load(f"{base}/api/remove", photos, requests, c, timeout)) for c in concurrency]
+        big = _photo_at_the_limit(files[0], max_megapixels)
+        at_limit = {"megapixels": round(_jpeg_pixels(big) / 1e6, 2), "upload_mb": round(len(big) / 2**20, 1)}
+        at_limit |= _request_memory(base, proc.pid, big, timeout)
     finally:
         memory.running = False
         proc.terminate()
@@ -154,10 +195,24 @@ def run(
         "capacity": capacity,
         "load": rows,
         "server_peak_rss_mb": round(memory.peak_kb / 1024, 1),
+        "request_at_pixel_limit": at_limit,
+        "request_memory_bound_mb": round(request_memory_bound_mb(max_megapixels)),
     }
     print(f"carseg: server peak memory {payload['server_peak_rss_mb']} MB")
+    added = at_limit.get("added_peak_mb")
+    print(
+        f"carseg: one {at_limit['megapixels']} MP photo added {added} MB at its peak "
+        f"(bound: {payload['request_memory_bound_mb']} MB a request)"
+    )
     write(out, payload)
     return payload
+
+
+def _jpeg_pixels(data: bytes) -> int:
+    import io
+
+    with Image.open(io.BytesIO(data)) as im:
+        return im.width * im.height
 
 
 def _photo_size(path: Path) -> tuple[int, int]:

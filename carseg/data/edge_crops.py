@@ -27,6 +27,7 @@ from carseg.data.carvana import Record, scan
 from carseg.data.checks import check_records
 from carseg.data.io import read_image, read_mask
 from carseg.errors import CarsegError
+from carseg.masks import edge_band
 
 # every how many edge (or error) pixels one is kept as a crop centre
 EDGE_STRIDE = 8
@@ -43,8 +44,7 @@ def _edge_pixels(mask: np.ndarray) -> np.ndarray:
 def _error_pixels(mask: np.ndarray, coarse: np.ndarray, band: int) -> np.ndarray:
     """(y, x) of every EDGE_STRIDE-th pixel within `band` of the coarse mask's edge where it is wrong."""
     predicted = (coarse >= 128).astype(np.uint8)
-    kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
-    region = cv2.dilate(predicted, kernel) != cv2.erode(predicted, kernel)
+    region = edge_band(predicted, band)
     return np.argwhere(region & (predicted != mask))[::EDGE_STRIDE].astype(np.int32)
 
 

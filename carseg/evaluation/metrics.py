@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from carseg.inference.background import edge_band
+from carseg.masks import edge_band
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:

@@ -14,26 +14,21 @@ from carseg.errors import CarsegError
 def alpha_matte(mask: np.ndarray, feather: float = 0.0, alpha: np.ndarray | None = None) -> np.ndarray:
     """float32 alpha in 0..1: the model's `alpha` (its probabilities) where given, else the 0/1 mask; its edge
     softened by a Gaussian of `feather` pixels."""
-    alpha = (mask if alpha is None else alpha).astype(np.float32)
+    alpha = (mask if alpha is None else alpha).astype(np.float32)  # a copy: the caller's stays as it was
     if feather > 0:
         alpha = cv2.GaussianBlur(alpha, (0, 0), sigmaX=feather, borderType=cv2.BORDER_REPLICATE)
-    return np.clip(alpha, 0.0, 1.0)
-
-
-def edge_band(mask: np.ndarray, band: int) -> np.ndarray:
-    """Pixels within `band` pixels of the edge of a 0/1 mask, on either side of it (none where it has no edge)."""
-    m, kernel = mask.astype(np.uint8), np.ones((3, 3), np.uint8)
-    edge = m != cv2.erode(m, kernel, borderType=cv2.BORDER_REPLICATE)
-    edge |= m != cv2.dilate(m, kernel, borderType=cv2.BORDER_REPLICATE)
-    if not edge.any():
-        return edge
-    return cv2.distanceTransform((~edge).astype(np.uint8), cv2.DIST_L2, 3) <= band
+    return np.clip(alpha, 0.0, 1.0, out=alpha)
 
 
 def cutout(image: np.ndarray, mask: np.ndarray, feather: float = 0.0, alpha: np.ndarray | None = None) -> np.ndarray:
     """RGBA uint8: the car, transparent elsewhere (alpha: `alpha_matte`)."""
-    matte = (alpha_matte(mask, feather, alpha) * 255 + 0.5).astype(np.uint8)
-    return np.dstack([image, matte])
+    matte = alpha_matte(mask, feather, alpha)
+    out = np.empty((*mask.shape, 4), np.uint8)
+    out[..., :3] = image
+    matte *= 255  # in place: no more float copies of a photo's size
+    matte += 0.5
+    out[..., 3] = matte
+    return out
 
 
 def colour_background(spec: str, size: tuple[int, int]) -> np.ndarray:

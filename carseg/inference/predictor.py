@@ -14,8 +14,8 @@ import torch
 
 from carseg.errors import CarsegError
 from carseg.hardware import autocast, inference_precision
-from carseg.inference.background import edge_band
 from carseg.inference.refine import TileRefiner, refine_edges, refine_probabilities
+from carseg.masks import edge_band
 from carseg.models.checkpoint import load_checkpoint, load_refiner
 from carseg.models.full_size import full_size_logits
 from carseg.models.module import SegmentationModule, threshold_logit
@@ -125,7 +125,8 @@ class Predictor:
         return out
 
     def _full_logits(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        full = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+        batch = images[0][None] if len(images) == 1 else np.stack(images)  # no copy of a lone photo
+        full = torch.from_numpy(batch).permute(0, 3, 1, 2)  # uint8: resized before it becomes float
         outs = [
             full_size_logits(lambda x, m=module: self._logits(x, m), full, input_size, self.tta)
             for module, input_size in self.members
@@ -157,9 +158,10 @@ class Predictor:
         size (after refinement), shifted so that 0.5 is the mask's threshold and sharpened by the edge
         refiner's fitted `alpha_sharpness` (1 without a refiner); elsewhere it is the mask, so a
         model's faint doubts far from the car leave no veil over the new background."""
-        shifted = self.logits(images) - threshold_logit(self.threshold)
-        masks, probs = (shifted > 0).numpy().astype(np.uint8), torch.sigmoid(self.alpha_sharpness * shifted).numpy()
-        return [(mask, edge_matte(mask, prob)) for mask, prob in zip(masks, probs, strict=True)]
+        shifted = self.logits(images).sub_(threshold_logit(self.threshold))  # in place: a photo's size in floats
+        masks = (shifted > 0).numpy().view(np.uint8)
+        probs = shifted.mul_(self.alpha_sharpness).sigmoid_().numpy()
+        return [(mask, edge_matte(mask, prob, overwrite=True)) for mask, prob in zip(masks, probs, strict=True)]
 
     def batched(self, items: Iterable[tuple[Any, np.ndarray]], batch_size: int = 4) -> Iterator[tuple[Any, np.ndarray]]:
         """(key, image) pairs in → (key, mask) pairs out, batching consecutive images of the same size.
@@ -208,12 +210,17 @@ class Predictor:
 ALPHA_CAR, ALPHA_GROUND = 128.0 / 255, 127.0 / 255
 
 
-def edge_matte(mask: np.ndarray, prob: np.ndarray, band: int = MATTE_BAND) -> np.ndarray:
+def edge_matte(mask: np.ndarray, prob: np.ndarray, band: int = MATTE_BAND, overwrite: bool = False) -> np.ndarray:
     """`prob` within `band` pixels of the edge of `mask` (either side), the 0/1 mask elsewhere (float32);
-    above half exactly where the mask is car, in floats and in 8 bits."""
+    above half exactly where the mask is car, in floats and in 8 bits. `overwrite`: reuse a float32 `prob`'s
+    memory for the result (no copy of a photo's size)."""
     car = mask.astype(bool)
-    agreeing = np.where(car, np.maximum(prob, ALPHA_CAR), np.minimum(prob, ALPHA_GROUND))
-    return np.where(edge_band(mask, band), agreeing, mask).astype(np.float32)
+    alpha = prob.astype(np.float32, copy=not overwrite)
+    np.maximum(alpha, np.float32(ALPHA_CAR), out=alpha, where=car)
+    np.minimum(alpha, np.float32(ALPHA_GROUND), out=alpha, where=~car)
+    outside = ~edge_band(mask, band)
+    np.copyto(alpha, car, where=outside)
+    return alpha
 
 
 def _ort_session(path: Path, threads: int | None) -> Any:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from carseg.masks import edge_band
+
 
 def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
     """Edge-preserving smoothing of `src` (H, W float32) along the edges of `guide` (H, W float32, 0..1)."""
@@ -52,14 +54,6 @@ def torch_refiner(net: torch.nn.Module, autocast: Callable[[], Any] = nullcontex
     return run
 
 
-def refine_region(mask: np.ndarray, band: int) -> np.ndarray:
-    """Where the edge refiner may change a 0/1 mask (H, W): within `band` pixels (square neighbourhood) of
-    its edge, either side."""
-    kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
-    m = mask.astype(np.uint8)
-    return cv2.dilate(m, kernel) != cv2.erode(m, kernel)
-
-
 def refine_edges(
     refiner: TileRefiner | torch.nn.Module,
     images: Sequence[np.ndarray],
@@ -80,7 +74,7 @@ def refine_edges(
     out = logits.clone()
     for n, image in enumerate(images):
         h, w = image.shape[:2]
-        region = refine_region((logits[n] > threshold).numpy(), band)
+        region = edge_band((logits[n] > threshold).numpy(), band)
         if not region.any():
             continue
         ph, pw = -(-max(h, size) // 8) * 8, -(-max(w, size) // 8) * 8

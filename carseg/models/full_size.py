@@ -27,13 +27,15 @@ def full_size_logits(
     input_size: Sequence[int] | None,
     tta: bool = False,
 ) -> torch.Tensor:
-    """Logits (N, 1, H, W) at the size of `full`, a float batch in 0..255 (N, 3, H, W).
+    """Logits (N, 1, H, W) at the size of `full`, a batch in 0..255 (N, 3, H, W), uint8 or float.
 
-    `logits_of` maps a float batch at the model's size to its logits (N, 1, h, w) on the CPU."""
+    `logits_of` maps a float batch at the model's size to its logits (N, 1, h, w) on the CPU. A uint8 batch is
+    resized as uint8 (antialiased, rounded to whole levels) and only the result becomes float, so a large
+    photo costs its bytes, not four times them."""
     shape = tuple(full.shape[-2:])
     size = model_size(input_size, shape)
     x = full if size is None else F.interpolate(full, size=size, mode="bilinear", antialias=True, align_corners=False)
-    out = logits_of(x)
+    out = logits_of(x.float())
     if tta:
         out = (out + logits_of(x.flip(-1)).flip(-1)) / 2
     if size is not None:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from carseg.errors import CarsegError
+from carseg.masks import band_mask
 from carseg.models.metrics import BinaryIoU, BoundaryF1
 from carseg.models.module import IMAGENET_MEAN, IMAGENET_STD
 from carseg.models.schedules import time_progress_of, warmup_cosine
@@ -81,14 +82,6 @@ class EdgeRefiner(nn.Module):
         if self.residual:
             out = out + torch.logit(coarse.clamp(1e-4, 1 - 1e-4))
         return out
-
-
-def band_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Pixels within `radius` (square neighbourhood) of the edge of a 0/1 mask (N, 1, H, W), either side."""
-    k = 2 * radius + 1
-    dilated = F.max_pool2d(mask, k, stride=1, padding=radius)
-    eroded = -F.max_pool2d(-mask, k, stride=1, padding=radius)
-    return dilated != eroded
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

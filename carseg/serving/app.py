@@ -48,6 +48,14 @@ REMOVEBG_SIZES = {
     "hd": 4e6,
 }
 REMOVEBG_TYPES = ("auto", "car", "transportation")
+# memory one request in work may add, per pixel of its photo: the photo, its logits at full size, mask,
+# alpha and the encoded result (`make bench-serve` measures it with a photo at the pixel limit)
+REQUEST_BYTES_PER_PIXEL = 24
+
+
+def request_memory_bound_mb(max_megapixels: float) -> float:
+    """The most memory (MB) one request in work adds, for photos of up to `max_megapixels`."""
+    return REQUEST_BYTES_PER_PIXEL * max_megapixels * 1e6 / 2**20
 
 
 @dataclass

@@ -67,7 +67,7 @@ def coarse_source(ckpt: str | Path, accelerator: str = "cpu", tta: bool = True) 
     shift = threshold_logit(float(module.hparams.get("threshold", 0.5)))
 
     def probabilities(image: np.ndarray) -> np.ndarray:
-        full = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+        full = torch.from_numpy(image).permute(2, 0, 1)[None]
         return torch.sigmoid(full_size_logits(logits_of, full, size, tta)[0, 0] - shift).numpy()
 
     return probabilities

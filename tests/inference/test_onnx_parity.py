@@ -38,8 +38,8 @@ def test_onnx_keeps_the_edge_refiner(small_ckpt, sample_full, tmp_path):
     """The refiner is exported beside the model and used by ONNX Runtime: on real full-size photos the refined
     masks agree with the checkpoint's on nearly every pixel, and on nearly every pixel near the edge, where
     the refiner works."""
-    from carseg.inference.background import edge_band
     from carseg.inference.export import refiner_path
+    from carseg.masks import edge_band
     from carseg.models.checkpoint import embed_refiner, load_checkpoint
     from carseg.models.refiner import EdgeRefiner
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from carseg.errors import CarsegError
+from carseg.masks import band_mask
 from carseg.models.checkpoint import REFINER_KEY, embed_refiner, load_refiner, read_checkpoint
-from carseg.models.refiner import EdgeRefiner, RefinerModule, band_mask, simulate_coarse
+from carseg.models.refiner import EdgeRefiner, RefinerModule, simulate_coarse
 
 
 def _disk_masks(n: int = 4, size: int = 64) -> torch.Tensor:
