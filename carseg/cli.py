@@ -207,6 +207,9 @@ def _serve(args: argparse.Namespace) -> None:
     for flag, value in (("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout)):
         if not value > 0:
             raise CarsegError(f"{flag} {value}: give a positive number of seconds")
+    for flag, value in (("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels)):
+        if not value > 0:
+            raise CarsegError(f"{flag} {value}: give a positive number")
     if args.max_connections < 1:
         raise CarsegError(f"--max-connections {args.max_connections}: give at least 1")
     options = predictor_options(args)

@@ -74,6 +74,8 @@ def test_unreadable_photos_get_their_true_reason_and_are_named(tmp_path):
         (["--header-timeout", "0"], "--header-timeout"),
         (["--body-timeout", "-5"], "--body-timeout"),
         (["--max-connections", "0"], "--max-connections"),
+        (["--max-upload-mb", "0"], "--max-upload-mb"),
+        (["--max-megapixels", "-1"], "--max-megapixels"),
     ],
 )
 def test_serve_limits_are_checked_before_the_model_loads(flags, named, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,9 @@ class Predictor:
 
     def _full_logits(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         batch = images[0][None] if len(images) == 1 else np.stack(images)  # no copy of a lone photo
-        full = torch.from_numpy(batch).permute(0, 3, 1, 2)  # uint8: resized before it becomes float
+        with warnings.catch_warnings():  # a decoded photo may be read-only; nothing here writes to it
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+            full = torch.from_numpy(batch).permute(0, 3, 1, 2)  # uint8: resized before it becomes float
         outs = [
             full_size_logits(lambda x, m=module: self._logits(x, m), full, input_size, self.tta)
             for module, input_size in self.members

@@ -15,7 +15,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -163,101 +163,100 @@ def _error(path: str, status: int, code: str, message: str, headers: dict[str, s
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def create_app(config: ServeConfig, predictor: Predictor | None = None) -> FastAPI:
-    """The app, with the model loaded once (or `predictor`, already loaded)."""
-    if (config.ckpt is None) == (config.onnx is None) and predictor is None:
-        raise CarsegError("carseg serve: give exactly one of --ckpt or --onnx")
-    if config.max_upload_mb <= 0 or config.max_megapixels <= 0:
-        raise CarsegError("--max-upload-mb and --max-megapixels must be positive")
-    predictor = predictor or Predictor(ckpt=config.ckpt, onnx=config.onnx, **config.predictor)
-    queue = BoundedQueue(config.workers, config.queue)
-    telemetry = Telemetry()
-    limit = int(config.max_upload_mb * 2**20)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        queue.close()
-
-    app = FastAPI(
-        lifespan=lifespan,
-        title="carseg",
-        summary="Cut cars out of photos: rembg- and remove.bg-compatible endpoints, a page, health and metrics.",
-        version=__version__,
-        # a text field (image_file_b64) may hold an upload at the limit, base64-encoded
-        form_limits={"max_part_size": limit * 4 // 3 + 4096},
-    )
-    telemetry.queue_depth.set_function(lambda: queue.pending)
-
-    @app.middleware("http")
-    async def guard_and_measure(request: Request, call_next: Any) -> Response:
-        start, path = time.perf_counter(), request.url.path
-        if config.api_key and path not in OPEN_PATHS:
-            given = request.headers.get("x-api-key", "")
-            if not secrets.compare_digest(given.encode(), config.api_key.encode()):
-                response: Response = _error(path, 403, "auth_failed", "missing or wrong API key: send it in X-Api-Key")
-                return _count(request, response, start)
-        length = request.headers.get("content-length")
-        if request.method == "POST" and length and length.isdigit() and int(length) > limit:
-            response = _error(
-                path,
-                413,
-                "upload_too_large",
-                f"upload of {int(length) / 2**20:.1f} MB; the limit is {config.max_upload_mb:g} MB",
-            )
-            return _count(request, response, start)
-        response = await call_next(request)
-        return _count(request, response, start)
-
-    def _count(request: Request, response: Response, start: float) -> Response:
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", None) or ("/static" if request.url.path.startswith("/static") else "other")
-        telemetry.requests.labels(endpoint, str(response.status_code)).inc()
-        telemetry.latency.labels(endpoint).observe(time.perf_counter() - start)
-        return response
-
-    @app.exception_handler(UploadError)
-    async def upload_error(request: Request, err: UploadError) -> JSONResponse:
-        return _error(request.url.path, err.status, err.code, err.message)
-
-    @app.exception_handler(QueueFull)
-    async def queue_full(request: Request, err: QueueFull) -> JSONResponse:
-        telemetry.rejected.inc()
-        message = f"all {queue.capacity} places are taken; retry in {RETRY_AFTER_S} s"
-        return _error(request.url.path, 503, "busy", message, headers={"Retry-After": str(RETRY_AFTER_S)})
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        """Starlette's own refusals (an unparsable body, a wrong method, no such path) in the endpoint's shape."""
-        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
-        return _error(request.url.path, err.status_code, code, str(err.detail), headers=getattr(err, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def bad_fields(request: Request, err: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in err.errors()
+def removebg_render(
+    size: str, type_: str, format_: str, channels: str, bg_color: str | None, has_bg_file: bool, max_megapixels: float
+) -> Render:
+    """What remove.bg's form fields ask for, checked (an UploadError naming the field otherwise)."""
+    size_key, type_key, fmt, channels = size.lower(), type_.lower(), format_.lower(), channels.lower()
+    if size_key not in REMOVEBG_SIZES:
+        raise UploadError(400, "invalid_size", f"size={size!r}: choose one of {', '.join(REMOVEBG_SIZES)}")
+    if type_key not in REMOVEBG_TYPES:
+        raise UploadError(
+            400, "invalid_type", f"type={type_!r}: this server cuts out cars ({', '.join(REMOVEBG_TYPES)})"
         )
-        return _error(request.url.path, 422, "bad_field", f"bad request fields ({problems})")
+    if channels not in ("rgba", "alpha"):
+        raise UploadError(400, "invalid_channels", f"channels={channels!r}: choose rgba or alpha")
+    if fmt == "auto":
+        fmt = "jpg" if (bool(bg_color) or has_bg_file) and channels == "rgba" else "png"
+    if fmt not in ("png", "jpg", "webp"):
+        raise UploadError(400, "invalid_format", f"format={format_!r}: choose auto, png, jpg or webp")
+    return Render(
+        fmt=fmt,
+        only_mask=channels == "alpha",
+        background=parse_colour(bg_color, "bg_color") if bg_color else None,
+        max_pixels=REMOVEBG_SIZES[size_key] or max_megapixels * 1e6,
+    )
 
-    async def read_upload(upload: UploadFile | None, field_name: str, required: bool, hint: str) -> bytes | None:
+
+def removebg_photo(image: bytes | None, image_b64: str | None, image_url: str | None) -> bytes:
+    """The photo of a remove.bg request: an upload, else base64 text; never a URL."""
+    if image_url:
+        raise UploadError(400, "unsupported_image_url", "image_url: this server fetches nothing; send image_file")
+    if image is None and image_b64:
+        try:
+            image = base64.b64decode(image_b64, validate=True)
+        except ValueError:
+            raise UploadError(400, "invalid_b64", "image_file_b64 is not valid base64") from None
+    if image is None:
+        raise UploadError(400, "missing_source", "no image given: send image_file (or image_file_b64)")
+    return image
+
+
+def removebg_headers(mask: np.ndarray) -> dict[str, str]:
+    """remove.bg's answer headers: the result's size and the car's box."""
+    box = _foreground_box(mask)
+    return {
+        "X-Type": "car",
+        "X-Width": str(mask.shape[1]),
+        "X-Height": str(mask.shape[0]),
+        "X-Credits-Charged": "0",
+        **{f"X-Foreground-{k.title()}": str(v) for k, v in box.items()},
+    }
+
+
+def removebg_json(data: bytes, mask: np.ndarray) -> bytes:
+    """remove.bg's JSON answer (Accept: application/json): the result as base64 and the car's box."""
+    box = _foreground_box(mask)
+    body = {"data": {"result_b64": base64.b64encode(data).decode(), **{f"foreground_{k}": v for k, v in box.items()}}}
+    return json.dumps(body).encode()
+
+
+class Service:
+    """One loaded model behind a bounded queue, with the limits and metrics of one app."""
+
+    def __init__(self, config: ServeConfig, predictor: Predictor | None = None):
+        if (config.ckpt is None) == (config.onnx is None) and predictor is None:
+            raise CarsegError("carseg serve: give exactly one of --ckpt or --onnx")
+        if config.max_upload_mb <= 0 or config.max_megapixels <= 0:
+            raise CarsegError(
+                f"max_upload_mb={config.max_upload_mb:g}, max_megapixels={config.max_megapixels:g}: both must be "
+                "positive"
+            )
+        self.config = config
+        self.predictor = predictor or Predictor(ckpt=config.ckpt, onnx=config.onnx, **config.predictor)
+        self.queue = BoundedQueue(config.workers, config.queue)
+        self.telemetry = Telemetry()
+        self.telemetry.queue_depth.set_function(lambda: self.queue.pending)
+        self.limit = int(config.max_upload_mb * 2**20)  # bytes of one upload
+
+    async def read_upload(self, upload: UploadFile | None, field_name: str, required: bool, hint: str) -> bytes | None:
+        """The bytes of an uploaded field (None when absent and not `required`), at most the upload limit."""
         if upload is None or isinstance(upload, str):
             if required:
                 raise UploadError(400, "missing_file", f"no {field_name!r} in the request: {hint}")
             return None
-        data = await upload.read(limit + 1)
-        if len(data) > limit:
+        data = await upload.read(self.limit + 1)
+        if len(data) > self.limit:
             raise UploadError(
-                413, "upload_too_large", f"field {field_name!r} is over the {config.max_upload_mb:g} MB limit"
+                413, "upload_too_large", f"field {field_name!r} is over the {self.config.max_upload_mb:g} MB limit"
             )
         return data
 
-    async def process(
-        photo: bytes, field_name: str, how: Render, background: tuple[str, bytes | None]
-    ) -> tuple[bytes, str, np.ndarray]:
-        # what the headers can tell is checked here, before a place in the queue is taken
-        open_photo(photo, field_name, config.max_megapixels)
+    def check(self, photo: bytes, field_name: str, how: Render, background: tuple[str, bytes | None]) -> None:
+        """Everything the headers and fields can tell, before a place in the queue is taken."""
+        open_photo(photo, field_name, self.config.max_megapixels)
         if background[1] is not None:
-            open_photo(background[1], background[0], config.max_megapixels)
+            open_photo(background[1], background[0], self.config.max_megapixels)
         if how.fmt not in FORMATS:
             raise UploadError(400, "bad_format", f"format {how.fmt!r}: choose one of {', '.join(FORMATS)}")
         if isinstance(how.background, str):
@@ -266,124 +265,178 @@ def create_app(config: ServeConfig, predictor: Predictor | None = None) -> FastA
             except CarsegError as err:
                 raise UploadError(400, "bad_background", str(err)) from None
 
-        def job() -> tuple[bytes, str, np.ndarray]:
-            image = decode_photo(photo, field_name, config.max_megapixels)
-            ground = how.background
-            if background[1] is not None:
-                ground = decode_photo(background[1], background[0], config.max_megapixels)
-            ((mask, alpha),) = predictor.mattes([image])
+    async def process(
+        self, photo: bytes, field_name: str, how: Render, background: tuple[str, bytes | None]
+    ) -> tuple[bytes, str, np.ndarray]:
+        """The encoded result, its content type and the mask at its size, computed on a worker thread."""
+        self.check(photo, field_name, how, background)
+        limit = self.config.max_megapixels
+
+        def job() -> tuple[bytes, str, np.ndarray]:  # reads only its own arguments; shares nothing it changes
+            image = decode_photo(photo, field_name, limit)
+            ground = how.background if background[1] is None else decode_photo(background[1], background[0], limit)
+            ((mask, alpha),) = self.predictor.mattes([image])
             return render(image, mask, alpha, dataclasses.replace(how, background=ground))
 
-        return await queue.run(job)
+        return await self.queue.run(job)
 
-    @app.get("/health", summary="Liveness and the loaded model")
-    async def health() -> dict[str, Any]:
-        model = config.ckpt or config.onnx
-        return {"status": "ok", "model": str(model), "queue": queue.pending, "capacity": queue.capacity}
 
-    @app.get("/metrics", summary="Prometheus metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+def service_of(request: Request) -> Service:
+    """The app's Service (a FastAPI dependency)."""
+    return request.app.state.service
 
-    @app.post(
-        "/api/remove",
-        summary="Cut the car out (rembg's endpoint)",
-        response_class=Response,
-        responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+
+def _count(request: Request, response: Response, start: float) -> Response:
+    route = request.scope.get("route")
+    endpoint = getattr(route, "path", None) or ("/static" if request.url.path.startswith("/static") else "other")
+    telemetry = service_of(request).telemetry
+    telemetry.requests.labels(endpoint, str(response.status_code)).inc()
+    telemetry.latency.labels(endpoint).observe(time.perf_counter() - start)
+    return response
+
+
+async def guard_and_measure(request: Request, call_next: Any) -> Response:
+    """The API key and the declared upload size, checked before anything else; every answer counted."""
+    start, path, config = time.perf_counter(), request.url.path, service_of(request).config
+    if config.api_key and path not in OPEN_PATHS:
+        given = request.headers.get("x-api-key", "")
+        if not secrets.compare_digest(given.encode(), config.api_key.encode()):
+            response: Response = _error(path, 403, "auth_failed", "missing or wrong API key: send it in X-Api-Key")
+            return _count(request, response, start)
+    length = request.headers.get("content-length")
+    if request.method == "POST" and length and length.isdigit() and int(length) > service_of(request).limit:
+        message = f"upload of {int(length) / 2**20:.1f} MB; the limit is {config.max_upload_mb:g} MB"
+        return _count(request, _error(path, 413, "upload_too_large", message), start)
+    return _count(request, await call_next(request), start)
+
+
+async def upload_error(request: Request, err: UploadError) -> JSONResponse:
+    return _error(request.url.path, err.status, err.code, err.message)
+
+
+async def queue_full(request: Request, err: QueueFull) -> JSONResponse:
+    service = service_of(request)
+    service.telemetry.rejected.inc()
+    message = f"all {service.queue.capacity} places are taken; retry in {RETRY_AFTER_S} s"
+    return _error(request.url.path, 503, "busy", message, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    """Starlette's own refusals (an unparsable body, a wrong method, no such path) in the endpoint's shape."""
+    code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+    return _error(request.url.path, err.status_code, code, str(err.detail), headers=getattr(err, "headers", None))
+
+
+async def bad_fields(request: Request, err: RequestValidationError) -> JSONResponse:
+    problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in err.errors())
+    return _error(request.url.path, 422, "bad_field", f"bad request fields ({problems})")
+
+
+router = APIRouter()
+
+
+@router.get("/health", summary="Liveness and the loaded model")
+async def health(service: Service = Depends(service_of)) -> dict[str, Any]:
+    model = service.config.ckpt or service.config.onnx
+    return {"status": "ok", "model": str(model), "queue": service.queue.pending, "capacity": service.queue.capacity}
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(service: Service = Depends(service_of)) -> Response:
+    return Response(generate_latest(service.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.post(
+    "/api/remove",
+    summary="Cut the car out (rembg's endpoint)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+)
+async def remove(
+    file: UploadFile | None = File(None, description="the photo (JPEG, PNG or WebP)"),
+    om: bool = Form(False, description="only the mask (rembg's option)"),
+    bgc: str | None = Query(None, description="background colour: r,g,b[,a] (rembg), hex or name"),
+    bg: str | None = Form(None, description="background: a colour, or gradient:<top>:<bottom>"),
+    bg_file: UploadFile | None = File(None, description="background image"),
+    feather: float = Form(0.0, ge=0, le=50, description="soften the edge (Gaussian sigma, pixels)"),
+    format: str = Form("png", description="png, jpg or webp"),
+    shadow: float = Form(0.0, ge=0, le=1, description="contact shadow under the car (0..1), with a background"),
+    model: str | None = Form(None, description="accepted for rembg's clients; carseg has its one model"),
+    service: Service = Depends(service_of),
+) -> Response:
+    photo = await service.read_upload(file, "file", True, "send the photo as the multipart field 'file'")
+    background_file = await service.read_upload(bg_file, "bg_file", False, "")
+    background = parse_colour(bgc, "bgc") if bgc else bg
+    how = Render(fmt=format.lower(), only_mask=om, background=background, feather=feather, shadow=shadow)
+    data, content_type, _ = await service.process(photo, "file", how, ("bg_file", background_file))
+    return Response(data, media_type=content_type)
+
+
+@router.post(
+    REMOVEBG,
+    summary="Cut the car out (remove.bg's endpoint)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "application/json": {}}}},
+)
+async def removebg(
+    request: Request,
+    image_file: UploadFile | None = File(None, description="the photo"),
+    image_file_b64: str | None = Form(None, description="the photo, base64"),
+    image_url: str | None = Form(None, description="not supported: send image_file"),
+    size: str = Form("auto", description="auto, preview, small, regular, medium, hd, full, 4k"),
+    type: str = Form("auto", description="auto, car or transportation: carseg cuts out cars"),
+    format: str = Form("auto", description="auto, png, jpg or webp"),
+    bg_color: str | None = Form(None, description="background colour: hex (81d4fa) or name"),
+    bg_image_file: UploadFile | None = File(None, description="background image"),
+    channels: str = Form("rgba", description="rgba (the cut-out) or alpha (the mask alone)"),
+    service: Service = Depends(service_of),
+) -> Response:
+    upload = await service.read_upload(image_file, "image_file", False, "")
+    photo = removebg_photo(upload, image_file_b64, image_url)
+    background_file = await service.read_upload(bg_image_file, "bg_image_file", False, "")
+    how = removebg_render(
+        size, type, format, channels, bg_color, background_file is not None, service.config.max_megapixels
     )
-    async def remove(
-        file: UploadFile | None = File(None, description="the photo (JPEG, PNG or WebP)"),
-        om: bool = Form(False, description="only the mask (rembg's option)"),
-        bgc: str | None = Query(None, description="background colour: r,g,b[,a] (rembg), hex or name"),
-        bg: str | None = Form(None, description="background: a colour, or gradient:<top>:<bottom>"),
-        bg_file: UploadFile | None = File(None, description="background image"),
-        feather: float = Form(0.0, ge=0, le=50, description="soften the edge (Gaussian sigma, pixels)"),
-        format: str = Form("png", description="png, jpg or webp"),
-        shadow: float = Form(0.0, ge=0, le=1, description="contact shadow under the car (0..1), with a background"),
-        model: str | None = Form(None, description="accepted for rembg's clients; carseg has its one model"),
-    ) -> Response:
-        photo = await read_upload(file, "file", True, "send the photo as the multipart field 'file'")
-        background_file = await read_upload(bg_file, "bg_file", False, "")
-        background = parse_colour(bgc, "bgc") if bgc else bg
-        how = Render(fmt=format.lower(), only_mask=om, background=background, feather=feather, shadow=shadow)
-        data, content_type, _ = await process(photo, "file", how, ("bg_file", background_file))
-        return Response(data, media_type=content_type)
+    data, content_type, mask = await service.process(photo, "image_file", how, ("bg_image_file", background_file))
+    headers = removebg_headers(mask)
+    if "application/json" in request.headers.get("accept", ""):
+        return Response(removebg_json(data, mask), media_type="application/json", headers=headers)
+    return Response(data, media_type=content_type, headers=headers)
 
-    @app.post(
-        REMOVEBG,
-        summary="Cut the car out (remove.bg's endpoint)",
-        response_class=Response,
-        responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "application/json": {}}}},
+
+STATIC = resources.files("carseg.serving") / "static"
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def page() -> HTMLResponse:
+    return HTMLResponse((STATIC / "index.html").read_text())
+
+
+def create_app(config: ServeConfig, predictor: Predictor | None = None) -> FastAPI:
+    """The app, with the model loaded once (or `predictor`, already loaded)."""
+    service = Service(config, predictor)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.queue.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="carseg",
+        summary="Cut cars out of photos: rembg- and remove.bg-compatible endpoints, a page, health and metrics.",
+        version=__version__,
+        # a text field (image_file_b64) may hold an upload at the limit, base64-encoded
+        form_limits={"max_part_size": service.limit * 4 // 3 + 4096},
     )
-    async def removebg(
-        request: Request,
-        image_file: UploadFile | None = File(None, description="the photo"),
-        image_file_b64: str | None = Form(None, description="the photo, base64"),
-        image_url: str | None = Form(None, description="not supported: send image_file"),
-        size: str = Form("auto", description="auto, preview, small, regular, medium, hd, full, 4k"),
-        type: str = Form("auto", description="auto, car or transportation: carseg cuts out cars"),
-        format: str = Form("auto", description="auto, png, jpg or webp"),
-        bg_color: str | None = Form(None, description="background colour: hex (81d4fa) or name"),
-        bg_image_file: UploadFile | None = File(None, description="background image"),
-        channels: str = Form("rgba", description="rgba (the cut-out) or alpha (the mask alone)"),
-    ) -> Response:
-        if image_url:
-            raise UploadError(400, "unsupported_image_url", "image_url: this server fetches nothing; send image_file")
-        photo = await read_upload(image_file, "image_file", False, "")
-        if photo is None and image_file_b64:
-            try:
-                photo = base64.b64decode(image_file_b64, validate=True)
-            except ValueError:
-                raise UploadError(400, "invalid_b64", "image_file_b64 is not valid base64") from None
-        if photo is None:
-            raise UploadError(400, "missing_source", "no image given: send image_file (or image_file_b64)")
-        size_key, type_key, fmt, channels = size.lower(), type.lower(), format.lower(), channels.lower()
-        if size_key not in REMOVEBG_SIZES:
-            raise UploadError(400, "invalid_size", f"size={size!r}: choose one of {', '.join(REMOVEBG_SIZES)}")
-        if type_key not in REMOVEBG_TYPES:
-            raise UploadError(
-                400, "invalid_type", f"type={type!r}: this server cuts out cars ({', '.join(REMOVEBG_TYPES)})"
-            )
-        if channels not in ("rgba", "alpha"):
-            raise UploadError(400, "invalid_channels", f"channels={channels!r}: choose rgba or alpha")
-        background_file = await read_upload(bg_image_file, "bg_image_file", False, "")
-        has_background = bool(bg_color) or background_file is not None
-        if fmt == "auto":
-            fmt = "jpg" if has_background and channels == "rgba" else "png"
-        if fmt not in ("png", "jpg", "webp"):
-            raise UploadError(400, "invalid_format", f"format={format!r}: choose auto, png, jpg or webp")
-        how = Render(
-            fmt=fmt,
-            only_mask=channels == "alpha",
-            background=parse_colour(bg_color, "bg_color") if bg_color else None,
-            max_pixels=REMOVEBG_SIZES[size_key] or config.max_megapixels * 1e6,
-        )
-        data, content_type, mask = await process(photo, "image_file", how, ("bg_image_file", background_file))
-        box = _foreground_box(mask)
-        headers = {
-            "X-Type": "car",
-            "X-Width": str(mask.shape[1]),
-            "X-Height": str(mask.shape[0]),
-            "X-Credits-Charged": "0",
-            **{f"X-Foreground-{k.title()}": str(v) for k, v in box.items()},
-        }
-        if "application/json" in request.headers.get("accept", ""):
-            body = {
-                "data": {
-                    "result_b64": base64.b64encode(data).decode(),
-                    **{f"foreground_{k}": v for k, v in box.items()},
-                }
-            }
-            return Response(json.dumps(body), media_type="application/json", headers=headers)
-        return Response(data, media_type=content_type, headers=headers)
-
-    static = resources.files("carseg.serving") / "static"
-    app.mount("/static", StaticFiles(directory=str(static)), name="static")
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> HTMLResponse:
-        return HTMLResponse((static / "index.html").read_text())
-
+    app.state.service = service
+    app.middleware("http")(guard_and_measure)
+    app.add_exception_handler(UploadError, upload_error)
+    app.add_exception_handler(QueueFull, queue_full)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, bad_fields)
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     if config.allowed_hosts:  # outermost: a request for another host name is answered before anything runs
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(config.allowed_hosts))
     return app
