@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from carseg import console
 from carseg.errors import CarsegError, exit_on_user_error
 
 InputSize = str | list[int] | None
@@ -23,9 +24,7 @@ def _synth(args: argparse.Namespace) -> None:
 
     spec = SynthSpec(num_cars=args.num_cars, width=args.width, height=args.height, seed=args.seed)
     out = write_synthetic(args.dir, spec)
-    print(
-        f"carseg: synthetic Carvana-layout set ({spec.num_cars} cars x 16 views, {spec.width}x{spec.height}) in {out}"
-    )
+    console.info(f"synthetic Carvana-layout set ({spec.num_cars} cars x 16 views, {spec.width}x{spec.height}) in {out}")
 
 
 def _records(data_dir: str, mask_source: str = "gif"):
@@ -41,12 +40,12 @@ def _check(args: argparse.Namespace) -> None:
     records = _records(args.dir)
     compared, problems = check_dataset(Path(args.dir), records, progress=not args.quiet)
     cars = len({r.car_id for r in records})
-    print(f"carseg: {len(records)} pairs of {cars} cars checked; GIF and train_masks.csv compared on {compared}")
+    console.info(f"{len(records)} pairs of {cars} cars checked; GIF and train_masks.csv compared on {compared}")
     for problem in problems:
         print(f"  {problem}")
     if problems:
         raise CarsegError(f"{len(problems)} problem(s) in {args.dir} (listed above)")
-    print("carseg: all good")
+    console.info("all good")
 
 
 def _cache(args: argparse.Namespace) -> None:
@@ -58,14 +57,14 @@ def _cache(args: argparse.Namespace) -> None:
     if problems:
         raise CarsegError(f"{len(problems)} bad input file(s), e.g. {problems[0]}; run `carseg data check {args.dir}`")
     out = build_cache(args.dir, args.size, records)
-    print(f"carseg: {len(records)} pairs cached at {args.size[0]}x{args.size[1]} in {out}")
+    console.info(f"{len(records)} pairs cached at {args.size[0]}x{args.size[1]} in {out}")
 
 
 def _download(args: argparse.Namespace) -> None:
     from carseg.data.download import download
 
     out = download(args.dir, include_test=args.test)
-    print(f"carseg: Carvana files in {out}")
+    console.info(f"Carvana files in {out}")
 
 
 def _bench_data(args: argparse.Namespace) -> None:
@@ -142,8 +141,8 @@ def _predict(args: argparse.Namespace) -> None:
         return
     where = " and ".join(str(p) for p in (args.out, args.submission) if p)
     done = summary.photos - summary.failed
-    print(
-        f"carseg: {done} of {summary.photos} photos have their outputs in {where}"
+    console.info(
+        f"{done} of {summary.photos} photos have their outputs in {where}"
         + (f" ({summary.already_done} from an earlier run)" if summary.already_done else "")
     )
     if summary.failed:
@@ -171,7 +170,7 @@ def _refine(args: argparse.Namespace) -> None:
     from carseg.training.run import refine_run
 
     summary = refine_run(args.run_dir, args.overrides)
-    print(f"carseg: edge refiner written into {len(summary['refiner']['checkpoints'])} checkpoint(s) of {args.run_dir}")
+    console.info(f"edge refiner written into {len(summary['refiner']['checkpoints'])} checkpoint(s) of {args.run_dir}")
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -179,9 +178,9 @@ def _export(args: argparse.Namespace) -> None:
 
     out = export_onnx(args.ckpt, args.out, args.opset)
     second = refiner_path(out)
-    print(f"carseg: exported {args.ckpt} to {out}" + (f" and its edge refiner to {second}" if second.is_file() else ""))
+    console.info(f"exported {args.ckpt} to {out}" + (f" and its edge refiner to {second}" if second.is_file() else ""))
     if second.is_file():
-        print("carseg: keep the two files side by side; `--onnx` reads both")
+        console.info("keep the two files side by side; `--onnx` reads both")
 
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
@@ -228,9 +227,9 @@ def _serve(args: argparse.Namespace) -> None:
         raise CarsegError(f"--workers {args.workers} --queue {args.queue}: need at least 1 worker and 0 waiting places")
     app = create_app(config)
     shown = "localhost" if args.host in ("127.0.0.1", "0.0.0.0") else args.host
-    print(f"carseg: serving on http://{shown}:{args.port}/ (API docs: /docs, metrics: /metrics)")
+    console.info(f"serving on http://{shown}:{args.port}/ (API docs: /docs, metrics: /metrics)")
     if args.host != "127.0.0.1" and not config.api_key:
-        print(f"carseg: warning: listening on {args.host} without --api-key: anyone who reaches it can use it")
+        console.warning(f"listening on {args.host} without --api-key: anyone who reaches it can use it")
     run(app, args.host, args.port, limits, log_level="warning" if args.quiet else "info")
 
 

@@ -1,14 +1,85 @@
-"""Readable console output: the composed config as a rich tree."""
+"""Readable console output: carseg's messages (Python logging, once per job: rank zero) and the composed
+config as a rich tree.
+
+carseg's messages go to the `carseg` logger. On the console they read `carseg: ...` (`carseg: warning: ...`
+on stderr), and they propagate to the root logger, where a Hydra run's log file (`<task>.log` in its
+folder) keeps them beside Lightning's and Hydra's own."""
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import rich
 import rich.syntax
 import rich.tree
+from lightning_utilities.core.rank_zero import rank_zero_only  # the one Lightning's rank-zero helpers use
 from omegaconf import DictConfig, OmegaConf
+
+LOG = logging.getLogger("carseg")
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """`carseg: message` on stdout, `carseg: warning: message` on stderr: the streams of the moment (so that a
+    redirected or captured stdout gets them too)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = {logging.WARNING: "warning: ", logging.ERROR: "error: "}.get(record.levelno, "")
+        return "carseg: " + level + record.getMessage()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+        super().emit(record)
+
+
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
+
+
+def _root_has_console() -> bool:
+    """Whether the root logger already prints to a terminal (logging.basicConfig, Hydra's default console)."""
+    return any(type(h) is logging.StreamHandler for h in logging.getLogger().handlers)
+
+
+def console_logging() -> logging.Logger:
+    """Show the `carseg` logger's messages on the console, once (the first message does it too), unless the
+    root logger already has a console of its own, which then shows them in its format."""
+    if LOG.level == logging.NOTSET:
+        LOG.setLevel(logging.INFO)
+        if not _root_has_console() and not any(isinstance(h, _ConsoleHandler) for h in LOG.handlers):
+            LOG.addHandler(_ConsoleHandler())
+    return LOG
+
+
+def lightning_into_run_log() -> None:
+    """Let Lightning's messages reach the root logger's files too (a Hydra run's `<task>.log`), where the root
+    logger writes only to files: Lightning prints to the console itself."""
+    root = logging.getLogger()
+    if root.handlers and all(isinstance(h, logging.FileHandler) for h in root.handlers):
+        for name in LIGHTNING_LOGGERS:
+            logging.getLogger(name).propagate = True
+
+
+@rank_zero_only
+def info(message: str) -> None:
+    """A message for the user, from rank zero only (once per job under DDP)."""
+    console_logging().info(message)
+
+
+@rank_zero_only
+def warning(message: str) -> None:
+    """A warning (stderr), from rank zero only."""
+    console_logging().warning(message)
+
+
+def every_rank_warning(message: str) -> None:
+    """A warning from whichever process has it (a problem of that process alone)."""
+    console_logging().warning(message)
+
 
 FIRST = ("datamodule", "model", "trainer", "callbacks", "logger", "paths")
 

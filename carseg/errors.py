@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,7 +23,11 @@ def exit_on_user_error(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except CarsegError as err:
-            print(f"carseg: error: {err}", file=sys.stderr, flush=True)
+            log, root = logging.getLogger("carseg"), logging.getLogger()
+            if log.handlers or root.handlers:  # a run's log file keeps it (and carseg's console shows it)
+                log.error(str(err))
+            if not log.handlers and not any(type(h) is logging.StreamHandler for h in root.handlers):
+                print(f"carseg: error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]

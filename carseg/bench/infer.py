@@ -14,6 +14,7 @@ import onnxruntime as ort
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from carseg import console
 from carseg.bench.measure import check_device, gpu_peak_mib, peak_rss_mb, random_checkpoint, reset_gpu_peak
 from carseg.bench.report import show, write
 from carseg.data.io import read_image
@@ -97,7 +98,7 @@ def run(
         rows.append(row)
     fastest = min((r for r in rows if r["counts"]), key=lambda r: r["s/img"])
     show(f"Full-resolution inference on {where}, {shape[1]}x{shape[0]}, batch 1, {gflop:.0f} GFLOP/forward", rows)
-    print(f"carseg: fastest path that agrees with fp32 on >= {AGREEMENT_TO_COUNT:.1%} of pixels: {fastest['path']}")
+    console.info(f"fastest path that agrees with fp32 on >= {AGREEMENT_TO_COUNT:.1%} of pixels: {fastest['path']}")
     payload: dict[str, Any] = {
         "device": where,
         "torch": torch.__version__,

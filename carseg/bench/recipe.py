@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from carseg import runs
+from carseg import console, runs
 from carseg.bench.ceiling import refiner_ceiling
 from carseg.bench.edges import edge_figure
 from carseg.bench.measure import build_module
@@ -47,7 +47,7 @@ SCORES = (
 
 def _run(cmd: list[str]) -> float:
     """Run a carseg entry point in the current directory (the project); its wall time in seconds."""
-    print("carseg: $ " + " ".join(cmd[1:]), flush=True)
+    console.info("$ " + " ".join(cmd[1:]))
     start = time.perf_counter()
     done = subprocess.run(cmd)
     if done.returncode:
@@ -198,5 +198,5 @@ def run(
         if has_refiner:
             _small_png(edge_figure(ckpt, eval_dir, Path(run_dir) / "edge_crops.png"), fig_dir / "edge_crops.png")
         shutil.copy(out, fig_dir / Path(out).name)
-        print(f"carseg: figures written to {fig_dir}")
+        console.info(f"figures written to {fig_dir}")
     return payload

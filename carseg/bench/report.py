@@ -12,6 +12,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from carseg import console
 from carseg.hardware import cpu_has_bf16
 
 
@@ -41,5 +42,5 @@ def write(path: str | Path, payload: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
-    print(f"carseg: results written to {path}")
+    console.info(f"results written to {path}")
     return path

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from carseg import console
 from carseg.bench.measure import random_checkpoint
 from carseg.bench.report import show, write
 from carseg.errors import CarsegError
@@ -198,10 +199,10 @@ def run(
         "request_at_pixel_limit": at_limit,
         "request_memory_bound_mb": round(request_memory_bound_mb(max_megapixels)),
     }
-    print(f"carseg: server peak memory {payload['server_peak_rss_mb']} MB")
+    console.info(f"server peak memory {payload['server_peak_rss_mb']} MB")
     added = at_limit.get("added_peak_mb")
-    print(
-        f"carseg: one {at_limit['megapixels']} MP photo added {added} MB at its peak "
+    console.info(
+        f"one {at_limit['megapixels']} MP photo added {added} MB at its peak "
         f"(bound: {payload['request_memory_bound_mb']} MB a request)"
     )
     write(out, payload)

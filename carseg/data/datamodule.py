@@ -12,6 +12,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
+from carseg import console
 from carseg.data.cache import build_cache, is_cached, load_pair
 from carseg.data.carvana import Record, extract_kaggle_zips, read_car_list, scan, split_by_car
 from carseg.data.checks import Problem, check_records
@@ -197,11 +198,11 @@ class CarvanaDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Write the synthetic set, extract zips, build the cache: once (Lightning calls this on one process)."""
         if self.synth is not None and not is_complete(self.data_dir, self.synth):
-            print(f"carseg: writing the embedded synthetic data set to {self.data_dir} (first use)")
+            console.info(f"writing the embedded synthetic data set to {self.data_dir} (first use)")
             write_synthetic(self.data_dir, self.synth)
         if self.data_dir.is_dir():
             for target in extract_kaggle_zips(self.data_dir):
-                print(f"carseg: extracted {target} in {self.data_dir}")
+                console.info(f"extracted {target} in {self.data_dir}")
         if self.cache:
             records = self._good_records()
             for size, soft in sorted(self._cache_keys()):
@@ -275,7 +276,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         size = self.train_size(epoch)
         if self.train_set is None or self._train_loader is None or self.train_set.size != size:
             if self._train_loader is not None:
-                print(f"carseg: epoch {epoch}: training size {size[0]}x{size[1]}")
+                console.info(f"epoch {epoch}: training size {size[0]}x{size[1]}")
             if self.train_set is not None:
                 self.train_set.size = size
             self._train_loader = self._loader(self.train_set, self.batch_size, shuffle=True)  # checks setup

@@ -7,6 +7,7 @@ import io
 import zipfile
 from pathlib import Path
 
+from carseg import console
 from carseg.data.carvana import extract_kaggle_zips
 from carseg.errors import CarsegError
 
@@ -46,7 +47,7 @@ def download(data_dir: str | Path, include_test: bool = False) -> Path:
     try:
         for name in names:
             if not (root / name).is_file():
-                print(f"carseg: downloading {name} ...")
+                console.info(f"downloading {name} ...")
                 api.competition_download_file(COMPETITION, name, path=str(root), quiet=False)
                 _unwrap(root / name)
     except Exception as err:  # network errors, 403 before the rules are accepted, ...

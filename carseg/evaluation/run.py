@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from carseg import runs
+from carseg import console, runs
 from carseg.build import build
 from carseg.console import print_config_tree
 from carseg.data.carvana import Record, scan
@@ -59,7 +59,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         print_config_tree(cfg, order=("ckpt_path", "eval_dir", "datamodule", "paths"))
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"carseg: evaluating {ckpt}")
+    console.info(f"evaluating {ckpt}")
     predictor = Predictor(
         ckpt=ckpt,
         input_size=cfg.get("input_size", "train"),
@@ -122,14 +122,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _print(summary: dict[str, Any], per_angle: pd.DataFrame, worst: pd.DataFrame, out: Path, pictures: list) -> None:
-    console = Console()
+    screen = Console()
     table = Table(
         title=f"{summary['images']} images, {summary['data']}" + (" (flip TTA)" if summary["tta_flip"] else "")
     )
     for m in METRICS:
         table.add_column(m, justify="right")
     table.add_row(*(f"{summary[f'mean_{m}']:.5f}" for m in METRICS))
-    console.print(table)
+    screen.print(table)
     angles = Table(title="Per angle (mean)")
     for column in ["angle", "images", "iou", "dice", "boundary_f1"]:
         angles.add_column(column, justify="right")
@@ -137,8 +137,8 @@ def _print(summary: dict[str, Any], per_angle: pd.DataFrame, worst: pd.DataFrame
         angles.add_row(
             str(int(row.angle)), str(int(row.images)), *(f"{row[c]:.4f}" for c in ("iou", "dice", "boundary_f1"))
         )
-    console.print(angles)
-    console.print("worst: " + ", ".join(f"{r.image} ({r.iou:.4f})" for r in worst.head(5).itertuples()))
-    print(f"carseg: mean IoU {summary['mean_iou']:.4f}, mean Dice {summary['mean_dice']:.4f} → {out / 'metrics.json'}")
+    screen.print(angles)
+    screen.print("worst: " + ", ".join(f"{r.image} ({r.iou:.4f})" for r in worst.head(5).itertuples()))
+    console.info(f"mean IoU {summary['mean_iou']:.4f}, mean Dice {summary['mean_dice']:.4f} → {out / 'metrics.json'}")
     for picture in pictures:
-        print(f"carseg: wrote {picture}")
+        console.info(f"wrote {picture}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ import pytorch_lightning as pl
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader
 
+from carseg import console
 from carseg.errors import CarsegError
 from carseg.inference.photos import PhotoDataset, as_list, list_inputs
 from carseg.inference.prediction_module import PredictionModule
@@ -111,7 +111,7 @@ def predict(
         rows, failed = _finish(paths, csv_path, writer, world=1)
     else:
         if launching and complete:
-            print(f"carseg: {len(complete)} of {len(paths)} photos are already done; predicting {len(remaining)}")
+            console.info(f"{len(complete)} of {len(paths)} photos are already done; predicting {len(remaining)}")
         for name in ("pytorch_lightning", "lightning_fabric"):  # device and tip lines: not news when predicting
             logging.getLogger(name).setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", module="pytorch_lightning")
@@ -145,10 +145,9 @@ def predict(
             trainer.predict(PredictionModule(predictor, on_error), loader, return_predictions=False)
         except SystemExit:
             if trainer.is_global_zero:
-                print(
-                    "carseg: prediction interrupted; what is written is complete. Run the same command again to "
-                    "predict the rest",
-                    file=sys.stderr,
+                console.warning(
+                    "prediction interrupted; what is written is complete. Run the same command again to predict "
+                    "the rest"
                 )
             raise
         finally:

@@ -14,13 +14,9 @@ from PIL import Image
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from carseg import console
 from carseg.drawing import PREDICTION_COLOUR, TRUTH_COLOUR, overlay
 from carseg.errors import CarsegError
-
-
-@rank_zero_only
-def rank_zero_print(message: str) -> None:
-    print(message, flush=True)
 
 
 class PredictionSamples(pl.Callback):
@@ -172,8 +168,8 @@ class TimeBudget(pl.Callback):
         spent = trainer.strategy.reduce_boolean_decision(spent, all=False)  # one rank's clock stops them all
         if spent and not trainer.should_stop:
             trainer.should_stop = True  # Lightning validates (and so checkpoints) before it stops
-            rank_zero_print(
-                f"carseg: time budget of {self.seconds / 60:.1f} min spent at epoch {trainer.current_epoch}, "
+            console.info(
+                f"time budget of {self.seconds / 60:.1f} min spent at epoch {trainer.current_epoch}, "
                 f"step {trainer.global_step}: validating and saving this epoch, then stopping"
             )
 

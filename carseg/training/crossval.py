@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from carseg import console
 from carseg.runs import CV_SUMMARY, CV_SUMMARY_CSV
 
 FOLD_OVERRIDE = re.compile(r"(?:^|\s)datamodule\.fold=(\d+)(?:\s|$)")
@@ -63,5 +64,5 @@ def write_cv_summary(sweep_dir: str | Path, summary: dict[str, Any]) -> Path:
     if summary["mean"] is not None:
         table.add_row("mean ± std", "", f"{summary['mean']:.4f} ± {summary['std']:.4f}", style="bold")
     Console(width=160).print(table)
-    print(f"carseg: cross-validation summary in {sweep_dir / CV_SUMMARY}")
+    console.info(f"cross-validation summary in {sweep_dir / CV_SUMMARY}")
     return sweep_dir / CV_SUMMARY

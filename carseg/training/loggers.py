@@ -10,6 +10,8 @@ from urllib.parse import urlparse
 
 from pytorch_lightning.loggers import WandbLogger
 
+from carseg import console
+
 
 def wandb_api_key_configured() -> bool:
     """Whether W&B can authenticate: WANDB_API_KEY, or a netrc entry for the W&B host."""
@@ -30,8 +32,8 @@ def wandb_logger(offline: bool | str = "auto", save_dir: str = ".", **kwargs: An
         offline = mode in ("offline", "dryrun") or (mode != "online" and not wandb_api_key_configured())
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     if offline:
-        print(
-            f"carseg: W&B has no API key here, so it logs offline under {Path(save_dir) / 'wandb'}; "
+        console.info(
+            f"W&B has no API key here, so it logs offline under {Path(save_dir) / 'wandb'}; "
             "upload later with `wandb sync <that folder>/offline-run-*` (or `wandb login` first to log online)"
         )
     return WandbLogger(offline=bool(offline), save_dir=save_dir, **kwargs)

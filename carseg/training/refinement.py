@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger
 
+from carseg import console
 from carseg.build import build
 from carseg.data.edge_crops import CoarseSource
 from carseg.errors import CarsegError
@@ -114,7 +115,7 @@ def train_refiner(
         num_sanity_val_steps=0,
     )
     what = f"{source} coarse inputs" + (f" from {Path(coarse_ckpt).name}" if source == "model" else "")
-    print(f"carseg: stage 2: training the edge refiner for {int(refiner.max_steps)} steps on {what}")
+    console.info(f"stage 2: training the edge refiner for {int(refiner.max_steps)} steps on {what}")
     trainer.fit(module, datamodule=datamodule)
     module.net.eval()
     sharpness, alpha_errors = 1.0, {}
@@ -137,8 +138,8 @@ def train_refiner(
         "alpha_error_by_sharpness": {str(k): round(v, 5) for k, v in alpha_errors.items()},
         "checkpoints": written,
     }
-    print(
-        f"carseg: stage 2: edge refiner {summary['global_step']} steps in {summary['minutes']:.1f} min, band IoU "
+    console.info(
+        f"stage 2: edge refiner {summary['global_step']} steps in {summary['minutes']:.1f} min, band IoU "
         f"{metrics.get('refiner/val_iou', float('nan')):.4f} (coarse input "
         f"{metrics.get('refiner/val_iou_coarse', float('nan')):.4f}), boundary F1 "
         f"{metrics.get('refiner/val_boundary_f1', float('nan')):.4f} (coarse input "

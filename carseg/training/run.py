@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from carseg import runs
+from carseg import console, runs
 from carseg.build import build
 from carseg.config import compose_config
 from carseg.console import print_config_tree
@@ -159,20 +158,22 @@ def _report(trainer: pl.Trainer, cfg: DictConfig, seconds: float) -> dict[str, A
         summary["stages"], summary["epoch_times"] = timer.stages(), timer.epochs
     runs.write_summary(cfg.paths.output_dir, summary)
     for stage in summary.get("stages", []):
-        print(
-            f"carseg: stage {stage['size']}: {stage['epochs']} epoch(s), {stage['minutes']:.1f} min, "
+        console.info(
+            f"stage {stage['size']}: {stage['epochs']} epoch(s), {stage['minutes']:.1f} min, "
             f"{stage['images'] / max(stage['seconds'], 1e-9):.1f} training img/s with validation and checkpoints"
         )
-    print(
-        f"carseg: best {metric} = {summary['best']:.4f} ({mode}), last val/iou = {summary['last_val_iou']:.4f}, "
-        f"{summary['epochs']} epochs in {seconds / 60:.1f} min\n"
-        f"carseg: best checkpoint {summary['best_checkpoint']}\ncarseg: outputs in {summary['output_dir']}"
-        if summary["best"] is not None and summary["last_val_iou"] is not None
-        else f"carseg: training ended without a validation score; outputs in {summary['output_dir']}"
-    )
+    if summary["best"] is not None and summary["last_val_iou"] is not None:
+        console.info(
+            f"best {metric} = {summary['best']:.4f} ({mode}), last val/iou = {summary['last_val_iou']:.4f}, "
+            f"{summary['epochs']} epochs in {seconds / 60:.1f} min"
+        )
+        console.info(f"best checkpoint {summary['best_checkpoint']}")
+        console.info(f"outputs in {summary['output_dir']}")
+    else:
+        console.info(f"training ended without a validation score; outputs in {summary['output_dir']}")
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and logger._offline:
-            print(f"carseg: W&B run saved offline; upload with `wandb sync {Path(logger.experiment.dir).parent}`")
+            console.info(f"W&B run saved offline; upload with `wandb sync {Path(logger.experiment.dir).parent}`")
     return summary
 
 
@@ -183,7 +184,7 @@ def _second_stage(cfg: DictConfig, summary: dict[str, Any]) -> dict[str, Any]:
     best = summary.get("best_checkpoint")
     targets = {Path(p) for p in (best, last) if p and Path(p).is_file()}
     if not targets:
-        print("carseg: no checkpoint to add the edge refiner to; stage 2 skipped", file=sys.stderr)
+        console.warning("no checkpoint to add the edge refiner to; stage 2 skipped")
         return summary
     coarse = best if best and Path(best).is_file() else last
     trainer_args = resolve_trainer_args(OmegaConf.to_container(cfg.trainer, resolve=True))
@@ -225,13 +226,14 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def _train(cfg: DictConfig) -> float | None:
+    console.lightning_into_run_log()
     if rank_zero_only.rank == 0 and cfg.get("print_config", True):
         print_config_tree(cfg, save_to=Path(cfg.paths.output_dir) / "config_tree.log")
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     resume_from = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir)
-    if resume_from is not None and rank_zero_only.rank == 0:
-        print(f"carseg: resuming from {resume_from}")
+    if resume_from is not None:
+        console.info(f"resuming from {resume_from}")
     _configure_wandb(cfg, resume_from)
     if cfg.get("refiner"):
         check_refiner_config(cfg.refiner)
@@ -246,11 +248,7 @@ def _train(cfg: DictConfig) -> float | None:
     except SystemExit as stop:  # SIGTERM (Lightning raises SIGTERMException) or Ctrl-C
         last = runs.last_checkpoint(cfg.paths.output_dir)
         hint = f"the same command with ckpt_path={last}" if last.is_file() else "no epoch had finished; start again"
-        if rank_zero_only.rank == 0:
-            print(
-                f"carseg: training interrupted at step {trainer.global_step}; checkpoints kept. Resume: {hint}",
-                file=sys.stderr,
-            )
+        console.warning(f"training interrupted at step {trainer.global_step}; checkpoints kept. Resume: {hint}")
         code = stop.code if isinstance(stop.code, int) and stop.code else 143
         raise SystemExit(code) from None
     finally:

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from carseg import runs
+from carseg import console, runs
 from carseg.training.crossval import cv_summary, write_cv_summary
 
 
@@ -69,7 +69,7 @@ class SweepSummary(Callback):
             varying = " ".join(o for o in row["overrides"].split() if o not in shared)
             table.add_row(row["job"], varying, best, str(row["epochs"]), str(row["minutes"]))
         Console(width=200).print(table)
-        print(f"carseg: sweep summary in {sweep_dir / runs.SWEEP_SUMMARY}")
+        console.info(f"sweep summary in {sweep_dir / runs.SWEEP_SUMMARY}")
         folds = cv_summary(rows, metric, mode)
         if folds is not None:
             write_cv_summary(sweep_dir, folds)

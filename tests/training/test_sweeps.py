@@ -151,6 +151,11 @@ def test_resume_after_sigterm_matches_an_uninterrupted_run(tiny_root, tmp_path):
     result = run_script("train.py", [*base, f"ckpt_path={first}/checkpoints/last.ckpt", f"hydra.run.dir={second}"])
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = json.loads((second / "summary.json").read_text())
+    # carseg's messages: once on the console as `carseg: ...`, and in the run's log file beside Lightning's
+    assert result.stdout.count(f"carseg: resuming from {first}") == 1, result.stdout[-2000:]
+    log = (second / "train.log").read_text()
+    assert "[carseg][INFO] - resuming from" in log and "[carseg][INFO] - best val/iou" in log
+    assert "[pytorch_lightning" in log and "Trainer.fit" in log
     full = tmp_path / "full"
     result = run_script("train.py", [*base, f"hydra.run.dir={full}"])
     assert result.returncode == 0
