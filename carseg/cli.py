@@ -119,7 +119,9 @@ def predictor_options(args: argparse.Namespace) -> dict[str, Any]:
 def _predict(args: argparse.Namespace) -> None:
     from carseg.inference.predictor import Predictor
     from carseg.inference.run import predict
+    from carseg.processes import end_with_launcher
 
+    end_with_launcher()  # a DDP rank started by Lightning's launcher ends with it, even while loading the model
     predictor = Predictor(**predictor_options(args), input_size=parse_input_size(args.input_size))
     summary = predict(
         args.inputs,

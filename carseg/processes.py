@@ -29,6 +29,15 @@ def die_with_parent() -> bool:
     return True
 
 
+def end_with_launcher() -> bool:
+    """In a process that a launcher started for one rank of a multi-process run (Lightning's DDP launcher
+    re-runs the command with LOCAL_RANK > 0, as torchrun does): end with the launching process, so that a
+    killed rank 0 leaves no rank waiting on the others for ever. False where nothing was to do."""
+    if int(os.environ.get("LOCAL_RANK", "0") or 0) == 0:
+        return False
+    return die_with_parent()
+
+
 def worker_init(worker_id: int) -> None:
     """A DataLoader `worker_init_fn`: the worker ends with its parent, and is seeded as Lightning seeds
     workers when `seed_everything(workers=True)` asked for it (a loader's own init function replaces

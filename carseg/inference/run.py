@@ -29,7 +29,7 @@ from carseg.inference.writer import (
     output_files,
     submitted_names,
 )
-from carseg.processes import worker_init
+from carseg.processes import end_with_launcher, worker_init
 
 RUN_ID_ENV = "CARSEG_PREDICT_RUN"  # shared by the processes of one run (DDP ranks inherit the environment)
 
@@ -86,6 +86,7 @@ def predict(
     background) into `out`, and/or Kaggle's `img,rle_mask` rows into `submission`. Photos that cannot be read
     are listed in `failures.csv` (`on_error="skip"`) or stop the run (`"stop"`). The summary on the first
     process (None on the others)."""
+    end_with_launcher()  # a rank started by the launcher ends with it
     if out is None and submission is None:
         raise CarsegError("nothing to write: give --out DIR and/or --submission FILE")
     if devices < 1 or num_nodes < 1:

@@ -21,6 +21,7 @@ from carseg.config import compose_config
 from carseg.console import print_config_tree
 from carseg.errors import CarsegError
 from carseg.models.module import SegmentationModule
+from carseg.processes import end_with_launcher
 from carseg.training import ddp
 from carseg.training.callbacks import EpochTimes
 from carseg.training.devices import resolve_trainer_args
@@ -220,6 +221,7 @@ def refine_run(run_dir: str | Path, overrides: list[str] | None = None) -> dict[
 
 def train(cfg: DictConfig) -> float | None:
     """Train as `cfg` says; return the best value of `optimized_metric` (what sweepers optimise)."""
+    end_with_launcher()  # a rank started by Lightning's launcher ends with it
     ddp.install()
     with ddp.isolated_job():
         return _train(cfg)

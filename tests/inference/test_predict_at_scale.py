@@ -160,3 +160,56 @@ def test_ensemble_averages_probabilities(best_ckpt, tiny_data, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     first = sorted((tiny_data / "train").glob("*.jpg"))[0]
     np.testing.assert_array_equal(np.asarray(Image.open(out / f"{first.stem}_mask.png")) > 0, mab[0] > 0)
+
+
+def _session(sid: int) -> dict[int, str]:
+    """Live processes of session `sid`: pid → command line."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":  # session id; not a zombie
+                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        env = dict(
+            line.split("=", 1)
+            for line in (Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0"))
+            if "=" in line
+        )
+    except OSError:
+        return None
+    return int(env["LOCAL_RANK"]) if "LOCAL_RANK" in env else None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="processes are read from /proc")
+@pytest.mark.parametrize("victim", [0, 1])
+def test_a_killed_process_leaves_no_process_of_the_run(best_ckpt, kaggle_like, tmp_path, victim):
+    """A node that dies: one of two processes (with their loader workers) killed outright, and within seconds
+    no process of the run is left, rank 0's and rank 1's loader workers included."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "carseg.cli", "predict", str(kaggle_like), "--ckpt", str(best_ckpt)]
+    command += ["--workers", "1", "--devices", "2", "--accelerator", "cpu", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while len(list(out.glob("*_cutout.png"))) < 4 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        members = _session(proc.pid)
+        ranks = {pid: _rank_of(pid) for pid in members}
+        rank1 = [pid for pid, rank in ranks.items() if rank == 1 and "carseg.cli" in members[pid]]
+        assert proc.poll() is None and len(rank1) >= 1, members
+        assert len(members) >= 4, members  # two ranks and their loader workers
+        os.kill(proc.pid if victim == 0 else min(rank1), signal.SIGKILL)
+        deadline = time.time() + 30
+        while _session(proc.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        assert _session(proc.pid) == {}, f"left alive after killing rank {victim}: {_session(proc.pid)}"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL) if _session(proc.pid) else None
+        proc.wait(30)
