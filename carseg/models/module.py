@@ -111,9 +111,20 @@ class SegmentationModule(pl.LightningModule):
         loss, _, pred, target = self._step(batch)
         self.train_iou.update(pred, target)
         n = target.shape[0]
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        # the epoch means accumulate on the device; a step's value is read (a host-device sync) only on the steps
+        # the loggers write, not on every step
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("train/iou", self.train_iou, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        if self._logs_this_step():
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
         return loss
+
+    def _logs_this_step(self) -> bool:
+        """Whether the loggers write this training step (Lightning's `log_every_n_steps`); True outside a
+        Trainer."""
+        trainer = self._trainer
+        every = getattr(trainer, "log_every_n_steps", 1) if trainer is not None else 1
+        return every <= 1 or (self.global_step + 1) % every == 0
 
     def on_validation_epoch_start(self) -> None:
         self.val_iou.reset()
