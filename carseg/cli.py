@@ -100,6 +100,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--refine-radius", type=int, default=0, help="guided-filter edge refinement at full size (pixels; 0: off)"
     )
     parser.add_argument("--no-refiner", action="store_true", help="leave out the model's edge refiner")
+    parser.add_argument(
+        "--compile",
+        default="auto",
+        choices=["auto", "off", "default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead"],
+        help="torch.compile mode (checkpoints only); auto: default mode on a GPU, off on a CPU",
+    )
 
 
 def predictor_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -113,6 +119,7 @@ def predictor_options(args: argparse.Namespace) -> dict[str, Any]:
         "precision": str(args.precision),
         "refine_radius": int(args.refine_radius),
         "edge_refiner": not args.no_refiner,
+        "compile": str(args.compile),
     }
 
 

@@ -23,15 +23,25 @@ def test_bench_infer_smoke(best_ckpt, tiny_data, tmp_path):
     from carseg.bench.infer import run
 
     out = tmp_path / "infer.json"
-    run(tiny_data, ckpt=best_ckpt, images=2, compile_=False, rss=False, out=out)
+    run(tiny_data, ckpt=best_ckpt, images=2, compile_=False, rss=False, out=out, batches=(1, 2))
     result = json.loads(out.read_text())
-    paths = {r["path"]: r for r in result["paths"]}
+    rows = {(r["path"], r["batch"], r["edge refiner"]): r for r in result["paths"]}
     onnx = "ONNX Runtime fp32 (CPUExecutionProvider)"
-    assert set(paths) == {"eager fp32", "channels_last fp32", "channels_last + bf16 autocast", onnx}
-    assert paths["eager fp32"]["mask agreement"] == 1.0
-    assert paths[onnx]["mask agreement"] >= 0.999
-    assert result["gflop_per_forward"] > 0 and result["fastest_agreeing"] in paths
-    assert result["image_size"] == [96, 144]
+    eager = ("eager fp32", "channels_last fp32", "channels_last + bf16 autocast")
+    expected = {(p, b, e) for p in eager for b in (1, 2) for e in (False, True)} | {(onnx, 1, False)}
+    assert set(rows) == expected  # every path at every batch, with the (here untrained) edge refiner and without
+    for edge in (False, True):
+        assert rows[("eager fp32", 1, edge)]["mask agreement"] == 1.0  # the reference of its refiner setting
+        assert rows[("eager fp32", 2, edge)]["mask agreement"] >= 0.999  # batching changes nothing that counts
+    assert rows[(onnx, 1, False)]["mask agreement"] >= 0.999
+    fastest = result["fastest_agreeing_rows"]
+    assert fastest["refiner_off"]["counts"] and fastest["refiner_on"]["edge refiner"]
+    assert result["gflop_per_forward"] > 0 and result["image_size"] == [96, 144]
+    assert result["predictor_default_on_this_device"]["compile"] is None  # eager on a CPU
+
+    run(tiny_data, ckpt=best_ckpt, images=2, compile_=False, rss=False, out=out, refiner=False, budget_s=0)
+    skipped = [r for r in json.loads(out.read_text())["paths"] if "skipped" in r]
+    assert len(skipped) == 2 and all("budget" in r["skipped"] for r in skipped)  # the reference row still runs
 
 
 def test_bench_recipe_scores_a_finished_run(trained, tiny_data, tmp_path):

@@ -46,6 +46,7 @@ def test_predict_and_serve_share_one_model_option_set(command, tmp_path):
             "precision": "auto",
             "refine_radius": 3,
             "edge_refiner": False,
+            "compile": "auto",
         }
 
 
