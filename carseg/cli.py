@@ -145,6 +145,7 @@ def _predict(args: argparse.Namespace) -> None:
         accelerator=args.accelerator,
         workers=args.workers,
         shadow=args.shadow,
+        write_threads=args.write_threads,
     )
     if summary is None:  # the other processes of a multi-process run: the first one reports
         return
@@ -352,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--num-nodes", type=int, default=1, help="machines (under a cluster launcher such as SLURM)")
     pred.add_argument("--accelerator", choices=["cpu", "gpu", "auto"], default="auto")
     pred.add_argument("--workers", type=int, default=2, help="photo-decoding worker processes per device")
+    pred.add_argument(
+        "--write-threads",
+        type=int,
+        help="threads per device that encode and write the outputs beside the model (default: 4 on a GPU, 0 on "
+        "CPUs: written in the predict loop)",
+    )
     pred.add_argument("--input-size", nargs="+", default=["train"], help="train (default), native, or H W")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")
     pred.set_defaults(func=_predict)

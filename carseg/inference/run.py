@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader
 
@@ -66,6 +67,10 @@ class _StopOnSigterm(pl.Callback):
             raise SystemExit(143)
 
 
+# threads that encode and write a GPU run's outputs beside the model
+WRITE_THREADS_ON_GPU = 4
+
+
 def predict(
     inputs: Sequence[str | Path],
     predictor: Predictor,
@@ -81,6 +86,7 @@ def predict(
     accelerator: str = "auto",
     workers: int = 2,
     shadow: float = 0.0,
+    write_threads: int | None = None,
 ) -> PredictionSummary | None:
     """Predict every input; write `<stem>_mask.png`, `<stem>_cutout.png` (and `<stem>_composite.jpg` with a
     background) into `out`, and/or Kaggle's `img,rle_mask` rows into `submission`. Photos that cannot be read
@@ -107,7 +113,12 @@ def predict(
         raise CarsegError("--shadow darkens the ground of a composite: give --background too")
     if not 0 <= shadow <= 1:
         raise CarsegError(f"--shadow {shadow}: give a strength from 0 to 1 (0.5 when the flag stands alone)")
-    writer = OutputWriter(run_id, out_dir, csv_path, background, feather, shadow)
+    if write_threads is None:  # on a GPU the files are written beside the model; on CPUs the cores are busy
+        on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+        write_threads = WRITE_THREADS_ON_GPU if on_gpu else 0
+    if write_threads < 0:
+        raise CarsegError(f"--write-threads {write_threads}: give 0 (write in the predict loop) or more")
+    writer = OutputWriter(run_id, out_dir, csv_path, background, feather, shadow, threads=write_threads)
     if not remaining:  # parts of a run stopped after its last photo still get merged
         rows, failed = _finish(paths, csv_path, writer, world=1)
     else:

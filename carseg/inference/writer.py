@@ -14,7 +14,9 @@ import csv
 import heapq
 import io
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -130,6 +132,7 @@ class OutputWriter(BasePredictionWriter):
         background: str | None = None,
         feather: float = 0.0,
         shadow: float = 0.0,
+        threads: int = 0,
     ):
         super().__init__(write_interval="batch")
         self.run_id, self.out_dir, self.submission = run_id, out_dir, submission
@@ -137,6 +140,11 @@ class OutputWriter(BasePredictionWriter):
         self.rows: TextIO | None = None
         self.failures: TextIO | None = None
         self.written = 0
+        # threads > 0: photos are encoded and written on that many threads, off the predict loop (PNG and RLE
+        # encoding release the GIL), at most 2 x threads photos waiting; 0: in the loop
+        self.threads = int(threads)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[Future] = deque()
 
     def failure_part(self, rank: int) -> Path:
         where = failures_path(self.out_dir, self.submission)
@@ -150,14 +158,26 @@ class OutputWriter(BasePredictionWriter):
             self.rows = open(part, "a", newline="")  # noqa: SIM115 - closed in teardown
         self.failures = open(self.failure_part(rank), "a", newline="")  # noqa: SIM115 - closed in teardown
 
+    def _drain(self, keep: int = 0) -> None:
+        """Wait until at most `keep` photos are waiting to be written, and write their rows in the photos'
+        order (so each part file stays in input order); a write's error is raised here."""
+        while len(self._pending) > keep:
+            self._row(self._pending.popleft().result())
+
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Every process has written all its photos before the first one merges their rows."""
+        self._drain()
         for handle in (self.rows, self.failures):
             if handle is not None:
                 handle.flush()
         trainer.strategy.barrier("carseg-predict-written")
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._pool is not None:  # an interrupted run: photos being written are finished, none is cut,
+            self._pool.shutdown(wait=True, cancel_futures=True)  # and the finished ones get their rows
+            while self._pending and not self._pending[0].cancelled() and self._pending[0].exception() is None:
+                self._row(self._pending.popleft().result())
+            self._pool, self._pending = None, deque()
         for handle in (self.rows, self.failures):
             if handle is not None:
                 handle.close()
@@ -173,7 +193,13 @@ class OutputWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         for index, path, image, mask, alpha in prediction["done"]:
-            self.write_photo(index, Path(path), image, mask, alpha)
+            if self.threads <= 0:
+                self.write_photo(index, Path(path), image, mask, alpha)
+                continue
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="carseg-write")
+            self._pending.append(self._pool.submit(self.write_photo, index, Path(path), image, mask, alpha))
+            self._drain(keep=2 * self.threads)  # memory stays bounded when the disk is slower than the model
         for index, path, reason in prediction["failed"]:
             assert self.failures is not None
             self.failures.write(_csv_line([index, path, reason]))
@@ -181,8 +207,9 @@ class OutputWriter(BasePredictionWriter):
 
     def write_photo(
         self, index: int, path: Path, image: np.ndarray, mask: np.ndarray, alpha: np.ndarray | None = None
-    ) -> None:
-        """The 0/1 mask, the cut-out and composite through the model's alpha, the Kaggle row."""
+    ) -> str | None:
+        """The 0/1 mask, the cut-out and composite through the model's alpha; the Kaggle row (written here in
+        the loop; on threads, returned, and written by the loop in the photos' order)."""
         if self.out_dir is not None:
             files = output_files(self.out_dir, path, self.background)
             atomic_save(Image.fromarray(mask * 255), files[0])
@@ -191,8 +218,15 @@ class OutputWriter(BasePredictionWriter):
                 bg = load_background(self.background, image.shape[:2])
                 picture = composite(image, mask, bg, self.feather, self.shadow, alpha)
                 atomic_save(Image.fromarray(picture), files[2], quality=95)
-        if self.rows is not None:
-            self.rows.write(_csv_line([index, path.name, rle_encode(mask)]))  # one write: a row is whole or cut
+        line = _csv_line([index, path.name, rle_encode(mask)]) if self.rows is not None else None
+        if self.threads <= 0:
+            self._row(line)
+        return line
+
+    def _row(self, line: str | None) -> None:
+        """A photo's Kaggle row, once its files are written (a row never names a photo without them)."""
+        if self.rows is not None and line is not None:
+            self.rows.write(line)  # one write: a row is whole or cut
             self.rows.flush()
         self.written += 1
 

@@ -60,6 +60,25 @@ def test_submission_rows_match_masks(best_ckpt, photos, tmp_path):
         np.testing.assert_array_equal(rle_decode(code, mask.shape), mask)
 
 
+def test_outputs_written_on_threads_are_those_written_in_the_loop(best_ckpt, photos, tmp_path):
+    """Writing beside the model (as on a GPU) gives the same files and the same submission, each row once."""
+    import filecmp
+
+    predictor = Predictor(ckpt=best_ckpt)
+    for threads in (0, 3):
+        out = tmp_path / f"out{threads}"
+        summary = predict(
+            [photos], predictor, out=out, submission=out / "s.csv", progress=False, workers=0, write_threads=threads
+        )
+        assert summary.predicted == summary.submission_rows == 4
+    names = sorted(p.name for p in (tmp_path / "out0").iterdir() if p.is_file())
+    assert names == sorted(p.name for p in (tmp_path / "out3").iterdir() if p.is_file())
+    _, mismatch, errors = filecmp.cmpfiles(tmp_path / "out0", tmp_path / "out3", names, shallow=False)
+    assert mismatch == [] and errors == []
+    with pytest.raises(CarsegError, match="--write-threads -1"):
+        predict([photos], predictor, out=tmp_path / "bad", progress=False, workers=0, write_threads=-1)
+
+
 def test_onnx_agrees_with_pytorch(best_ckpt, photos, tmp_path):
     onnx_path = tmp_path / "model.onnx"
     cli(["export", "--ckpt", str(best_ckpt), "--out", str(onnx_path)])
