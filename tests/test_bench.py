@@ -99,7 +99,10 @@ def test_bench_predict_smoke(best_ckpt, tiny_data, tmp_path):
 
     out = tmp_path / "predict.json"
     run(tiny_data, ckpt=best_ckpt, images=8, processes=(1,), out=out)
-    (row,) = json.loads(out.read_text())["runs"]
+    result = json.loads(out.read_text())
+    (row,) = result["runs"]
+    assert result["model_only_img_s"] > 0  # the model alone, beside the whole command
+    assert row["end-to-end / model-only"] == pytest.approx(row["img/s (running)"] / result["model_only_img_s"], 0.01)
     assert row["processes"] == 1 and row["photos"] == 8 and row["img/s (running)"] > 0 and row["speed-up"] == 1
     assert row["hours for 100,064 photos"] == pytest.approx(100_064 / row["img/s (running)"] / 3600, abs=0.01)
 

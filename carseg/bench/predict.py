@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from carseg import console
 from carseg.bench.measure import random_checkpoint
 from carseg.bench.report import show, write
 from carseg.data.io import image_size
@@ -37,6 +38,31 @@ def _timed(photos: Path, ckpt: Path, processes: int, accelerator: str, submissio
     if done.returncode:
         raise CarsegError(f"`carseg predict` with {processes} process(es) failed: {done.stderr.strip()[-500:]}")
     return time.perf_counter() - start
+
+
+BATCH = 4  # carseg predict's batch
+
+
+def model_rate(ckpt: Path, files: Sequence[Path], device: str) -> float:
+    """Photos/s of the model alone in one process, as `carseg predict` runs it (its default Predictor, batch
+    BATCH), on photos decoded beforehand: the rate the whole command is measured against."""
+    import torch
+
+    from carseg.data.io import read_image
+    from carseg.inference.predictor import Predictor
+
+    predictor = Predictor(ckpt=ckpt, device=device)
+    images = [read_image(f) for f in files]
+    batches = [images[i : i + BATCH] for i in range(0, len(images), BATCH)]
+    predictor.masks(batches[0])  # warm-up (and compilation on a GPU)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for batch in batches:
+        predictor.masks(batch)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return len(images) / (time.perf_counter() - start)
 
 
 def run(
@@ -75,11 +101,21 @@ def run(
                 "hours for 100,064 photos": round(KAGGLE_TEST_PHOTOS / rate / 3600, 2),
             }
         )
+    model_only = model_rate(ckpt, files[: max(8, len(files) // 4)], "cuda" if accelerator == "gpu" else "cpu")
     for row in rows:
         row["speed-up"] = round(row["img/s (running)"] / rows[0]["img/s (running)"], 2)
+        row["end-to-end / model-only"] = round(row["img/s (running)"] / (model_only * row["processes"]), 3)
     h, w = image_size(files[0])
     show(f"`carseg predict --submission`, {len(files)} photos of {w}x{h}, {accelerator} ({ckpt.name})", rows)
-    payload = {"data_dir": str(data_dir), "image_size": [h, w], "checkpoint": str(ckpt), "runs": rows}
+    console.info(f"model alone (photos decoded beforehand, batch {BATCH}): {model_only:.2f} img/s per process")
+    payload = {
+        "data_dir": str(data_dir),
+        "image_size": [h, w],
+        "checkpoint": str(ckpt),
+        "accelerator": accelerator,
+        "model_only_img_s": round(model_only, 2),
+        "runs": rows,
+    }
     write(out, payload)
     shutil.rmtree(tmp, ignore_errors=True)
     return payload
