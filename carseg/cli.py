@@ -146,6 +146,7 @@ def _predict(args: argparse.Namespace) -> None:
         workers=args.workers,
         shadow=args.shadow,
         write_threads=args.write_threads,
+        decode=args.decode,
     )
     if summary is None:  # the other processes of a multi-process run: the first one reports
         return
@@ -353,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--num-nodes", type=int, default=1, help="machines (under a cluster launcher such as SLURM)")
     pred.add_argument("--accelerator", choices=["cpu", "gpu", "auto"], default="auto")
     pred.add_argument("--workers", type=int, default=2, help="photo-decoding worker processes per device")
+    pred.add_argument(
+        "--decode",
+        choices=["auto", "cpu", "device"],
+        default="auto",
+        help="where JPEGs are decoded: cpu (the loader workers), device (on the model's device: nvJPEG on a GPU, "
+        "with a CPU fallback per photo) or auto (device on a GPU, else cpu); the same truncation checks either way",
+    )
     pred.add_argument(
         "--write-threads",
         type=int,

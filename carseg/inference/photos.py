@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
 from carseg.data.checks import is_image, is_truncated
@@ -14,6 +15,7 @@ from carseg.data.io import read_image
 from carseg.errors import CarsegError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+JPEG_SUFFIXES = {".jpg", ".jpeg"}
 
 
 def list_inputs(inputs: Sequence[str | Path]) -> list[Path]:
@@ -39,10 +41,12 @@ def list_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 class PhotoDataset(Dataset):
     """Items {"index", "path", "image" (RGB uint8, or None), "error" (None, or why it could not be read)} for
-    the photos `paths[i]` with i in `indices` (the input order is kept in "index")."""
+    the photos `paths[i]` with i in `indices` (the input order is kept in "index"). With `raw_jpeg` a JPEG's
+    item holds its checked bytes ("data", a uint8 tensor) instead of its pixels, for `decode_jpegs` to decode
+    where the model runs (on a GPU: nvJPEG)."""
 
-    def __init__(self, paths: Sequence[Path], indices: Sequence[int]):
-        self.paths, self.indices = list(paths), list(indices)
+    def __init__(self, paths: Sequence[Path], indices: Sequence[int], raw_jpeg: bool = False):
+        self.paths, self.indices, self.raw_jpeg = list(paths), list(indices), raw_jpeg
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -55,6 +59,9 @@ class PhotoDataset(Dataset):
                 raise CarsegError(f"{path}: not a JPEG or PNG photo (no image format recognised in its bytes)")
             if is_truncated(path):  # a decoder would fill the missing part with grey and go on
                 raise CarsegError(f"{path}: truncated (its last bytes are missing); copy or download it again")
+            if self.raw_jpeg and path.suffix.lower() in JPEG_SUFFIXES:
+                data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+                return {"index": index, "path": str(path), "image": None, "data": data, "error": None}
             return {"index": index, "path": str(path), "image": read_image(path), "error": None}
         except (CarsegError, OSError) as err:
             return {"index": index, "path": str(path), "image": None, "error": str(err)}
@@ -63,3 +70,32 @@ class PhotoDataset(Dataset):
 def as_list(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A DataLoader collate function that keeps a batch as its list of items (photos differ in size)."""
     return items
+
+
+def decode_jpegs(items: list[dict[str, Any]], device: torch.device | str) -> None:
+    """Decode, in place, the items that hold a JPEG's bytes: all at once on `device` (nvJPEG on a GPU,
+    libjpeg-turbo on a CPU); a photo that fails there is decoded on the CPU, and one that no decoder reads
+    becomes an item that says why. Each item ends with "image" (RGB uint8 on the host) or "error"."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    todo = [item for item in items if item.get("data") is not None and item["error"] is None]
+    if not todo:
+        return
+    try:
+        decoded: list[torch.Tensor | None] = list(
+            decode_jpeg([item["data"] for item in todo], mode=ImageReadMode.RGB, device=device)
+        )
+    except RuntimeError:  # one bad photo fails the whole batch: decode each on its own below
+        decoded = [None] * len(todo)
+    for item, image in zip(todo, decoded, strict=True):
+        data, item["data"] = item["data"], None
+        if image is not None:
+            item["image"] = image.permute(1, 2, 0).cpu().numpy()
+            continue
+        try:
+            item["image"] = decode_jpeg(data, mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+        except RuntimeError:
+            try:  # OpenCV reads what libjpeg-turbo's strict decoder refuses (CMYK, odd markers)
+                item["image"] = read_image(Path(item["path"]))
+            except (CarsegError, OSError) as err:
+                item["error"] = f"{item['path']}: cannot be decoded as a JPEG ({err})"

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch.nn as nn
 
 from carseg.errors import CarsegError
+from carseg.inference.photos import decode_jpegs
 from carseg.inference.predictor import Predictor
 
 ON_ERROR = ("skip", "stop")
@@ -18,8 +19,9 @@ class PredictionModule(pl.LightningModule):
     """Masks for batches of PhotoDataset items: {"done": [(index, path, image, mask)], "failed": [(index, path,
     reason)]}. With `on_error="stop"` a photo that cannot be read stops the run (its error names it)."""
 
-    def __init__(self, predictor: Predictor, on_error: str = "skip"):
+    def __init__(self, predictor: Predictor, on_error: str = "skip", decode_here: bool = False):
         super().__init__()
+        self.decode_here = decode_here  # JPEGs arrive as bytes and are decoded on this process's device
         if on_error not in ON_ERROR:
             raise CarsegError(f"--on-error {on_error}: use skip or stop")
         self.predictor, self.on_error = predictor, on_error
@@ -32,6 +34,8 @@ class PredictionModule(pl.LightningModule):
         self.predictor.device = self.device
 
     def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, list]:
+        if self.decode_here:
+            decode_jpegs(batch, self.device)
         failed = [(item["index"], item["path"], item["error"]) for item in batch if item["error"] is not None]
         if failed and self.on_error == "stop":
             raise CarsegError(f"{failed[0][2]} (--on-error skip records such photos and goes on)")

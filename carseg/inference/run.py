@@ -87,6 +87,7 @@ def predict(
     workers: int = 2,
     shadow: float = 0.0,
     write_threads: int | None = None,
+    decode: str = "auto",
 ) -> PredictionSummary | None:
     """Predict every input; write `<stem>_mask.png`, `<stem>_cutout.png` (and `<stem>_composite.jpg` with a
     background) into `out`, and/or Kaggle's `img,rle_mask` rows into `submission`. Photos that cannot be read
@@ -113,8 +114,11 @@ def predict(
         raise CarsegError("--shadow darkens the ground of a composite: give --background too")
     if not 0 <= shadow <= 1:
         raise CarsegError(f"--shadow {shadow}: give a strength from 0 to 1 (0.5 when the flag stands alone)")
+    on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+    if decode not in ("auto", "cpu", "device"):
+        raise CarsegError(f"--decode {decode}: choose auto (on the GPU when predicting on one), cpu or device")
+    decode_here = decode == "device" or (decode == "auto" and on_gpu)  # else in the loader workers
     if write_threads is None:  # on a GPU the files are written beside the model; on CPUs the cores are busy
-        on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
         write_threads = WRITE_THREADS_ON_GPU if on_gpu else 0
     if write_threads < 0:
         raise CarsegError(f"--write-threads {write_threads}: give 0 (write in the predict loop) or more")
@@ -146,7 +150,7 @@ def predict(
                 "this machine has (--accelerator cpu runs CPU processes; --devices at most the GPUs visible)"
             ) from None
         loader = DataLoader(
-            PhotoDataset(paths, remaining),
+            PhotoDataset(paths, remaining, raw_jpeg=decode_here),
             batch_size=batch_size,
             num_workers=workers,
             worker_init_fn=worker_init,
@@ -154,7 +158,8 @@ def predict(
             persistent_workers=False,
         )
         try:
-            trainer.predict(PredictionModule(predictor, on_error), loader, return_predictions=False)
+            module = PredictionModule(predictor, on_error, decode_here=decode_here)
+            trainer.predict(module, loader, return_predictions=False)
         except SystemExit:
             if trainer.is_global_zero:
                 console.warning(

@@ -79,6 +79,27 @@ def test_outputs_written_on_threads_are_those_written_in_the_loop(best_ckpt, pho
         predict([photos], predictor, out=tmp_path / "bad", progress=False, workers=0, write_threads=-1)
 
 
+def test_jpegs_decoded_where_the_model_runs_give_the_same_cutouts(best_ckpt, photos, tmp_path):
+    """--decode device (nvJPEG on a GPU; here libjpeg-turbo in the predicting process) against the loader
+    workers' decode: the same masks, the same checks of bad files, and a CMYK JPEG still read."""
+    cmyk = next(photos.glob("*.jpg"))
+    Image.open(cmyk).convert("CMYK").save(photos / "cmyk.jpg")
+    good = next(photos.glob("*.jpg")).read_bytes()
+    (photos / "cut.jpg").write_bytes(good[: len(good) // 2])
+    predictor = Predictor(ckpt=best_ckpt)
+    results = {}
+    for decode in ("cpu", "device"):
+        out = tmp_path / decode
+        results[decode] = predict([photos], predictor, out=out, progress=False, workers=0, decode=decode)
+    assert results["cpu"].predicted == results["device"].predicted == 5  # four photos and the CMYK one
+    assert results["cpu"].failed == results["device"].failed == 1  # the truncated one, by the same check
+    for mask in sorted((tmp_path / "cpu").glob("*_mask.png")):
+        a, b = np.asarray(Image.open(mask)), np.asarray(Image.open(tmp_path / "device" / mask.name))
+        assert (a == b).mean() > 0.999
+    with pytest.raises(CarsegError, match="--decode gpu"):
+        predict([photos], predictor, out=tmp_path / "x", progress=False, workers=0, decode="gpu")
+
+
 def test_onnx_agrees_with_pytorch(best_ckpt, photos, tmp_path):
     onnx_path = tmp_path / "model.onnx"
     cli(["export", "--ckpt", str(best_ckpt), "--out", str(onnx_path)])
