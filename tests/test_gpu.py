@@ -100,7 +100,7 @@ def legacy_ckpt(small_ckpt):
 def test_predictor_on_cuda_agrees_with_cpu(tiny_data, legacy_ckpt):
     images = [read_image(p) for p in sorted((tiny_data / "train").glob("*.jpg"))[:4]]
     cpu = Predictor(ckpt=legacy_ckpt, device="cpu", precision="32").masks(images)
-    cuda = Predictor(ckpt=legacy_ckpt, device="cuda", precision="32").masks(images)
+    cuda = Predictor(ckpt=legacy_ckpt, device="cuda", precision="32", compile="off").masks(images)
     assert float(np.mean(cpu == cuda)) >= 0.999
 
 
@@ -114,7 +114,30 @@ def test_predictor_on_cuda_agrees_with_cpu_on_full_size_photos(sample_full, lega
     images = [read_image(p) for p in sorted((sample_full / "train").glob("*.jpg"))[:3]]
     assert images[0].shape[:2] == FULL
     cpu = Predictor(ckpt=ckpt, device="cpu", precision="32", input_size=size).masks(images)
-    cuda = Predictor(ckpt=ckpt, device="cuda", precision=precision, input_size=size).masks(images)
+    cuda = Predictor(ckpt=ckpt, device="cuda", precision=precision, input_size=size, compile="off").masks(images)
     agreement = float(np.mean(cpu == cuda))
     print(f"{ckpt}: CUDA precision {precision} agrees with CPU fp32 on {agreement:.5%} of pixels")
     assert 0.01 < cpu.mean() < 0.99 and agreement >= 0.999
+
+
+def test_the_gpu_default_compiles_and_agrees_with_eager(sample_full, legacy_ckpt):
+    """Predictor's default on a GPU (bf16, channels-last, torch.compile) against eager bf16, batched."""
+    images = [read_image(p) for p in sorted((sample_full / "train").glob("*.jpg"))[:4]]
+    default = Predictor(ckpt=legacy_ckpt, device="cuda")
+    assert default.module.net.__class__.__name__ == "EagerFallback"
+    eager = Predictor(ckpt=legacy_ckpt, device="cuda", compile="off").masks(images)
+    compiled = default.masks(images)
+    assert default.module.net.compiled is not None  # it compiled, it did not fall back
+    assert float(np.mean(compiled == eager)) >= 0.999
+
+
+def test_jpegs_decoded_on_the_gpu_match_the_cpu_decoder(sample_full):
+    from carseg.inference.photos import PhotoDataset, decode_jpegs
+
+    paths = sorted((sample_full / "train").glob("*.jpg"))[:4]
+    items = [PhotoDataset(paths, range(4), raw_jpeg=True)[i] for i in range(4)]
+    decode_jpegs(items, "cuda")
+    for item, path in zip(items, paths, strict=True):
+        assert item["error"] is None and item["image"].shape == (*FULL, 3)
+        difference = np.abs(item["image"].astype(int) - read_image(path).astype(int))
+        assert difference.mean() < 1.0  # nvJPEG's IDCT against libjpeg-turbo's: rounding only
