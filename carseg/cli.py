@@ -266,13 +266,24 @@ def _bench_infer(args: argparse.Namespace) -> None:
     from carseg.bench.infer import run
 
     rss = not args.smoke and args.device == "cpu"
-    run(args.dir, args.ckpt, args.images, compile_=not args.no_compile, rss=rss, out=args.out, device=args.device)
+    run(
+        args.dir,
+        args.ckpt,
+        args.images,
+        compile_=not args.no_compile,
+        rss=rss,
+        out=args.out,
+        device=args.device,
+        batches=tuple(args.batch) if args.batch else None,
+        refiner=not args.no_refiner,
+        budget_s=args.budget,
+    )
 
 
 def _bench_predict(args: argparse.Namespace) -> None:
     from carseg.bench.predict import run
 
-    run(args.dir, args.ckpt, args.images, tuple(args.processes), args.accelerator, args.out)
+    run(args.dir, args.ckpt, args.images, tuple(args.processes), args.accelerator, args.out, model=args.model)
 
 
 def _bench_serve(args: argparse.Namespace) -> None:
@@ -467,6 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_infer.add_argument("--ckpt", help="a trained checkpoint (default: an untrained U-Net ResNet-34)")
     bench_infer.add_argument("--images", type=int, default=3)
     bench_infer.add_argument("--no-compile", action="store_true")
+    bench_infer.add_argument(
+        "--batch", type=int, nargs="+", help="batch sizes (default: 1 on a CPU, 1 4 8 16 on a GPU)"
+    )
+    bench_infer.add_argument("--no-refiner", action="store_true", help="only without the edge refiner")
+    bench_infer.add_argument("--budget", type=float, help="seconds; the rows beyond it are listed as skipped")
     bench_infer.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     bench_infer.add_argument("--smoke", action="store_true", help="no memory measurement")
     bench_infer.add_argument("--out", default="bench/infer.json")
@@ -477,6 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_predict.add_argument("--images", type=int, default=64)
     bench_predict.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     bench_predict.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
+    bench_predict.add_argument(
+        "--model",
+        help="without --ckpt: an untrained conf/model at native size (unet_resnet34: full-size inference as on a "
+        "GPU); default the light U-Net at 320x480",
+    )
     bench_predict.add_argument("--out", default="bench/predict.json")
     bench_predict.set_defaults(func=_bench_predict)
     bench_serve = bench.add_parser("serve", help="`carseg serve` under load on 127.0.0.1: req/s, latency, memory")

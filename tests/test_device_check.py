@@ -70,10 +70,11 @@ def distribution_of(module: str) -> str | None:
 
 def test_bundle_covers_every_third_party_import():
     imports = set().union(*(module_level_imports(p) for p in SOURCES))
-    assert {"torch", "hydra", "segmentation_models_pytorch", "albumentations", "wandb", "optuna"} <= {
-        m.split(".")[0] for m in imports
-    }
+    tops = {m.split(".")[0] for m in imports}
+    assert {"torch", "hydra", "segmentation_models_pytorch", "albumentations", "optuna"} <= tops
+    assert not tops & bundle.LEFT_OUT  # what the bundle leaves out is imported only where it is used
     carried = set(bundle.needed())
+    assert not set(carried) & bundle.LEFT_OUT
     have = bundle.image_packages()
     missing = {}
     for module in sorted(imports):
@@ -127,3 +128,29 @@ def test_without_a_bundle_the_check_names_the_make_target(tmp_path):
     assert "make device-bundle" in done.stdout and "Traceback" not in done.stderr
     done = _check(tmp_path, "--bundle", str(tmp_path / "nowhere"), "--steps", "install,fly")
     assert done.returncode == 2 and "--steps fly: unknown" in done.stdout
+
+
+def test_a_dry_run_of_the_check_asks_carseg_only_what_its_commands_take(tmp_path, monkeypatch):
+    """Every step runs, in order, within the time limits, and each carseg command it would run on the GPU
+    parses with carseg's own options (no flag the command lacks)."""
+    import shlex
+
+    from carseg.cli import build_parser
+
+    check = _load("check")
+    fake = tmp_path / "bundle"
+    fake.mkdir()
+    (fake / "manifest.json").write_text(json.dumps({"wheels": []}))
+    ran: dict[str, list[list[str]]] = {}
+    monkeypatch.setattr(check, "_probe_cuda", lambda: {"available": True, "name": "GPU", "torch": "x", "cuda": "x"})
+    monkeypatch.setattr(check.Check, "run", lambda self, name, commands, env=None: bool(ran.setdefault(name, commands)))
+    monkeypatch.setattr(sys, "argv", ["check.py", "--bundle", str(fake), "--out", str(tmp_path / "out")])
+    check.main()
+    assert list(ran) == [s for s in check.STEPS if s != "evaluate"]  # evaluate needs the run's checkpoint
+    assert sum(check.LIMITS.values()) <= 7.5 * 60 and check.INFER_BUDGET_S < check.LIMITS["bench_infer"]
+    parser = build_parser()
+    for name, commands in ran.items():
+        for command in commands:
+            if command[1:3] == ["-m", "carseg.cli"]:
+                parser.parse_args(command[3:])  # SystemExit on an unknown option
+            assert all(isinstance(part, str) for part in command), shlex.join(map(str, command))

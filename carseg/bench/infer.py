@@ -78,6 +78,17 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
 BATCHES = {"cpu": (1,), "cuda": (1, 4, 8, 16)}
 
 
+def plan(names: list[str], batches: tuple[int, ...], edges: list[bool]) -> list[tuple[bool, str, int]]:
+    """(edge refiner, path, batch) in the order they are measured, the most telling first (a budget cuts the
+    tail): the references (eager fp32, batch 1), then every path at the middle batch without and with the
+    refiner, then the other batches."""
+    middle = batches[len(batches) // 2]
+    rows = [(edge, names[0], 1) for edge in edges]
+    rows += [(edge, name, middle) for edge in edges for name in names]
+    rows += [(edge, name, b) for edge in edges for b in batches if b != middle for name in names]
+    return list(dict.fromkeys(rows))
+
+
 def with_random_refiner(ckpt: Path, out: Path, band: int = 16) -> Path:
     """A copy of `ckpt` carrying an untrained edge refiner (not the identity), to time the refiner's cost."""
     from carseg.models.checkpoint import embed_refiner
@@ -119,42 +130,32 @@ def run(
         checkpoints[True] = ckpt if load_refiner(ckpt) is not None else with_random_refiner(ckpt, tmp / "refined.ckpt")
     paths = {k: v for k, v in PATHS[device].items() if compile_ or v["compile"] == "off"}
     started, gflop, rows, references = time.monotonic(), None, [], {}
-    for edge, path_ckpt in checkpoints.items():
-        for name, settings in paths.items():
-            for batch in batches if name != "eager fp32" else (1, *[b for b in batches if b != 1]):
-                row: dict[str, Any] = {"path": name, "batch": batch, "edge refiner": edge}
-                if (
-                    budget_s is not None
-                    and time.monotonic() - started > budget_s
-                    and (edge, name, batch)
-                    != (
-                        False,
-                        "eager fp32",
-                        1,
-                    )
-                ):
-                    rows.append({**row, "skipped": f"over the {budget_s:.0f} s budget"})
-                    continue
-                if cuda:
-                    reset_gpu_peak()
-                predictor = Predictor(ckpt=path_ckpt, input_size=None, device=device, edge_refiner=edge, **settings)
-                if gflop is None:
-                    gflop = forward_gflops(predictor, shape)
-                warmup = 2 if settings["compile"] != "off" else 1
-                seconds, masks = time_path(predictor, pictures, batch, warmup, cuda)
-                reference = references.setdefault(edge, masks)
-                agreement = float((masks == reference).mean())
-                row |= {
-                    "s/img": round(seconds, 4),
-                    "img/s": round(1 / seconds, 2),
-                    "GFLOP/s": round(gflop / seconds, 1),
-                    "mask agreement": round(agreement, 5),
-                    "counts": agreement >= AGREEMENT_TO_COUNT,
-                }
-                if cuda:
-                    row["peak GPU MiB"] = gpu_peak_mib()
-                rows.append(row)
-                del predictor
+    for edge, name, batch in plan(list(paths), batches, list(checkpoints)):
+        settings, path_ckpt = paths[name], checkpoints[edge]
+        row: dict[str, Any] = {"path": name, "batch": batch, "edge refiner": edge}
+        if budget_s is not None and time.monotonic() - started > budget_s and edge in references:
+            rows.append({**row, "skipped": f"over the {budget_s:.0f} s budget"})
+            continue
+        if cuda:
+            reset_gpu_peak()
+        predictor = Predictor(ckpt=path_ckpt, input_size=None, device=device, edge_refiner=edge, **settings)
+        if gflop is None:
+            gflop = forward_gflops(predictor, shape)
+        warmup = 2 if settings["compile"] != "off" else 1
+        seconds, masks = time_path(predictor, pictures, batch, warmup, cuda)
+        reference = references.setdefault(edge, masks)  # the first row of each setting: eager fp32, batch 1
+        agreement = float((masks == reference).mean())
+        row |= {
+            "s/img": round(seconds, 4),
+            "img/s": round(1 / seconds, 2),
+            "GFLOP/s": round(gflop / seconds, 1),
+            "mask agreement": round(agreement, 5),
+            "counts": agreement >= AGREEMENT_TO_COUNT,
+        }
+        if cuda:
+            row["peak GPU MiB"] = gpu_peak_mib()
+        rows.append(row)
+        del predictor
     providers = ort.get_available_providers()
     provider = "CUDAExecutionProvider" if cuda and "CUDAExecutionProvider" in providers else "CPUExecutionProvider"
     onnx_path = export_onnx(ckpt, tmp / "model.onnx")

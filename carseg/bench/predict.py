@@ -72,6 +72,7 @@ def run(
     processes: Sequence[int] = (1, 2),
     accelerator: str = "cpu",
     out: str | Path = "bench/predict.json",
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Time `carseg predict --submission` on `images` photos of `data_dir` for each process count."""
     files = sorted(Path(data_dir, "train").glob("*.jpg")) or sorted(Path(data_dir).glob("*.jpg"))
@@ -81,7 +82,12 @@ def run(
     tmp = Path(tempfile.mkdtemp(prefix="carseg-bench-predict-"))
     photos = linked(files, tmp / "photos")
     # untrained: the default recipe's model, seeing photos at its training size (carvana_cpu: light U-Net, 320x480)
-    ckpt = Path(ckpt) if ckpt else random_checkpoint(tmp / "model.ckpt", "unet_resnet18_light", [320, 480])
+    if ckpt:
+        ckpt = Path(ckpt)
+    elif model:  # untrained, at each photo's own size
+        ckpt = random_checkpoint(tmp / f"{model}.ckpt", model)
+    else:
+        ckpt = random_checkpoint(tmp / "model.ckpt", "unet_resnet18_light", [320, 480])
     rows = []
     few_files = files[: max(1, len(files) // 4)]
     few = linked(few_files, tmp / "few")

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-import wandb
 from PIL import Image
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
@@ -55,6 +54,8 @@ class PredictionSamples(pl.Callback):
         Image.fromarray(panel).save(out)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
+                import wandb  # only with a W&B logger (a machine that logs as CSV may not have it)
+
                 labels = {0: "background", 1: "car"}
                 logger.experiment.log(
                     {
