@@ -17,10 +17,12 @@ from carseg.errors import CarsegError
 from carseg.hardware import autocast, inference_precision
 from carseg.inference.refine import TileRefiner, refine_edges, refine_probabilities
 from carseg.masks import edge_band
-from carseg.models.checkpoint import load_checkpoint, load_refiner
+from carseg.models.checkpoint import load_checkpoint, load_quality, load_refiner
 from carseg.models.full_size import full_size_logits
 from carseg.models.module import SegmentationModule, threshold_logit
 from carseg.models.padding import DEFAULT_MULTIPLE, pad_to_multiple
+from carseg.models.quality import QualityModel, raw_score
+from carseg.models.quality import features as quality_features
 
 # pixels on either side of the mask's edge where a cut-out's alpha is the model's probability
 MATTE_BAND = 4
@@ -74,6 +76,8 @@ class Predictor:
         # the first checkpoint's (or the ONNX model's) edge refiner and its band, when it has one and
         # edge_refiner is on
         self.refiner: tuple[torch.nn.Module | TileRefiner, int] | None = None
+        # the calibration of the quality score (None: the raw score)
+        self.quality_model: QualityModel | None = None
         if ckpt is not None:
             paths = [ckpt] if isinstance(ckpt, str | Path) else list(ckpt)
             if not paths:
@@ -93,6 +97,7 @@ class Predictor:
             if len(thresholds) > 1:
                 raise CarsegError(f"--ckpt: the ensemble's checkpoints use different thresholds {sorted(thresholds)}")
             self.module, self.threshold = self.members[0][0], thresholds.pop()
+            self.quality_model = load_quality(paths[0])
             if edge_refiner:
                 self.refiner = load_refiner(paths[0], map_location=str(self.device))
                 if self.refiner is not None and channels_last:
@@ -122,29 +127,42 @@ class Predictor:
         out = self.session.run(None, {"image": x.numpy().astype(np.float32)})[0]
         return torch.from_numpy(out)[..., :h, :w]
 
-    def logits(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """Logits at full resolution for a list of same-size RGB uint8 images (N, H, W, 3)."""
+    def logits(self, images: Sequence[np.ndarray], parts: dict[str, Any] | None = None) -> torch.Tensor:
+        """Logits at full resolution for a list of same-size RGB uint8 images (N, H, W, 3). With `parts` (a
+        dict) also what the quality score reads: "disagreement" (per image, pixels where the photo's and its
+        mirror's masks differ) and "coarse" (the masks before the edge refiner, when there is one)."""
         start = time.perf_counter()
-        out = self._full_logits(images)
+        out = self._full_logits(images, parts)
         self.seconds += time.perf_counter() - start
         self.images += len(images)
         return out
 
-    def _full_logits(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+    def _full_logits(self, images: Sequence[np.ndarray], parts: dict[str, Any] | None = None) -> torch.Tensor:
         batch = images[0][None] if len(images) == 1 else np.stack(images)  # no copy of a lone photo
         with warnings.catch_warnings():  # a decoded photo may be read-only; nothing here writes to it
             warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
             full = torch.from_numpy(batch).permute(0, 3, 1, 2)  # uint8: resized before it becomes float
+        threshold = threshold_logit(self.threshold)
+        disagreement = parts.setdefault("disagreement", []) if parts is not None else None
         outs = [
-            full_size_logits(lambda x, m=module: self._logits(x, m), full, input_size, self.tta)
-            for module, input_size in self.members
+            full_size_logits(
+                lambda x, m=module: self._logits(x, m),
+                full,
+                input_size,
+                self.tta,
+                disagreement if i == 0 else None,  # the first member's: the ensemble's would need all of them
+                threshold,
+            )
+            for i, (module, input_size) in enumerate(self.members)
         ]
         if len(outs) > 1:  # an ensemble averages probabilities (as logits again, for one threshold rule)
             outs = [torch.logit(torch.stack([o.sigmoid() for o in outs]).mean(0), eps=1e-6)]
         out = outs[0][:, 0]
         if self.refiner is not None:
             net, band = self.refiner
-            out = refine_edges(net, images, out, band, threshold_logit(self.threshold), autocast=self._autocast)
+            if parts is not None:
+                parts["coarse"] = (out > threshold).numpy()
+            out = refine_edges(net, images, out, band, threshold, autocast=self._autocast)
         if self.refine_radius:
             probs = [
                 refine_probabilities(im, p, self.refine_radius, self.refine_eps)
@@ -166,10 +184,41 @@ class Predictor:
         size (after refinement), shifted so that 0.5 is the mask's threshold and sharpened by the edge
         refiner's fitted `alpha_sharpness` (1 without a refiner); elsewhere it is the mask, so a
         model's faint doubts far from the car leave no veil over the new background."""
-        shifted = self.logits(images).sub_(threshold_logit(self.threshold))  # in place: a photo's size in floats
+        return [(mask, alpha) for mask, alpha, _ in self._mattes(images, None)]
+
+    def assess(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
+        """(mask, alpha, quality) of each image, as `mattes` with the label-free quality of each cut-out:
+        {"score", "calibrated", "target", and the signals of `carseg.models.quality.FEATURES`}. The mirror
+        image is predicted for it also without TTA."""
+        parts: dict[str, Any] = {}
+        return self._mattes(images, parts)
+
+    def _mattes(
+        self, images: Sequence[np.ndarray], parts: dict[str, Any] | None
+    ) -> list[tuple[np.ndarray, np.ndarray, dict[str, Any] | None]]:
+        out, threshold = self.logits(images, parts), threshold_logit(self.threshold)
+        # in place (one photo of floats less), unless the network's own output (inference mode: read-only)
+        shifted = out - threshold if out.is_inference() else out.sub_(threshold)
         masks = (shifted > 0).numpy().view(np.uint8)
-        probs = shifted.mul_(self.alpha_sharpness).sigmoid_().numpy()
-        return [(mask, edge_matte(mask, prob, overwrite=True)) for mask, prob in zip(masks, probs, strict=True)]
+        qualities: list[dict[str, Any] | None] = [None] * len(images)
+        if parts is not None:
+            probs = torch.sigmoid(shifted).numpy()
+            coarse = parts.get("coarse")
+            for n, prob in enumerate(probs):
+                signals = quality_features(prob, parts["disagreement"][n], None if coarse is None else coarse[n])
+                qualities[n] = self._quality(signals)
+        probs = shifted.mul_(self.alpha_sharpness).sigmoid_().numpy()  # `shifted` is this function's own now
+        return [
+            (mask, edge_matte(mask, prob, overwrite=True), quality)
+            for mask, prob, quality in zip(masks, probs, qualities, strict=True)
+        ]
+
+    def _quality(self, signals: dict[str, float]) -> dict[str, Any]:
+        if self.quality_model is not None:
+            score, target = self.quality_model.predict(signals), self.quality_model.target
+        else:
+            score, target = raw_score(signals), "raw"
+        return {"score": round(score, 4), "calibrated": self.quality_model is not None, "target": target, **signals}
 
     def batched(self, items: Iterable[tuple[Any, np.ndarray]], batch_size: int = 4) -> Iterator[tuple[Any, np.ndarray]]:
         """(key, image) pairs in → (key, mask) pairs out, batching consecutive images of the same size.

@@ -13,6 +13,7 @@ import torch
 
 from carseg.errors import CarsegError
 from carseg.models.module import SegmentationModule
+from carseg.models.quality import QualityModel
 from carseg.models.refiner import EdgeRefiner
 from carseg.runs import run_config, run_dir_of
 
@@ -136,3 +137,31 @@ def load_refiner(path: str | Path, map_location: str = "cpu") -> tuple[EdgeRefin
             "train it again (`carseg refine RUN_DIR`)"
         ) from err
     return refiner.to(map_location).eval(), int(entry.get("band", 16))
+
+
+QUALITY_KEY = "carseg_quality"
+
+
+def embed_quality(path: str | Path, model: QualityModel) -> Path:
+    """Store the quality calibration in the checkpoint at `path` (rewritten atomically)."""
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    ckpt[QUALITY_KEY] = model.to_dict()
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_quality(path: str | Path) -> QualityModel | None:
+    """The quality calibration a checkpoint carries, or None (the raw score is used)."""
+    entry = read_checkpoint(path).get(QUALITY_KEY)
+    if entry is None:
+        return None
+    try:
+        return QualityModel.from_dict(entry)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CarsegError(
+            f"{path}: its quality calibration cannot be read ({type(err).__name__}: {err}); fit it again "
+            "(`carseg calibrate`)"
+        ) from err

@@ -1,0 +1,167 @@
+"""How sure a cut-out is, without the truth: label-free signals of one prediction (how much the photo and its
+mirror image disagree, how much of the edge is uncertain, how far the edge refiner moved it, the car's area
+and whether it leaves the frame), and a small calibration that turns them into the predicted boundary F1
+(2 px) of that photo, fitted on photos of cars the model did not train on and stored in the checkpoint.
+
+Without a fitted calibration the score is the raw one, 1 / (1 + flip disagreement + uncertain share), both
+per edge pixel: higher is better, 1 is perfectly sure, but it is not a boundary F1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from carseg.errors import CarsegError
+from carseg.masks import edge_band
+
+FEATURES = ("flip_disagreement", "uncertain_share", "edge_entropy", "refiner_moved", "area", "touches_frame")
+# the calibration's inputs: the per-edge-pixel signals enter as log1p, the rest as they are
+LOGGED = {"flip_disagreement", "uncertain_share", "refiner_moved"}
+UNCERTAIN = (0.1, 0.9)
+RIDGE = 1e-2
+
+
+def edge_pixels(mask: np.ndarray) -> int:
+    """Pixels on the edge of a 0/1 mask (at least 1)."""
+    m = mask.astype(np.uint8, copy=False)
+    return max(1, int((m != cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)).sum()))
+
+
+def features(
+    prob: np.ndarray,
+    flip_disagreement_px: float | None = None,
+    coarse_mask: np.ndarray | None = None,
+) -> dict[str, float]:
+    """The label-free signals of one prediction: `prob` (H, W) the final probability (0.5: the mask's
+    threshold); `flip_disagreement_px` the pixels where the photo's and its mirror's masks disagree (at full
+    size; None: not measured); `coarse_mask` the mask before the edge refiner (None: no refiner)."""
+    mask = prob > 0.5
+    edges = edge_pixels(mask)
+    lo, hi = UNCERTAIN
+    near = edge_band(mask, 2)
+    p = np.clip(prob[near], 1e-6, 1 - 1e-6) if near.any() else np.array([0.5])
+    entropy = float(np.mean(-(p * np.log2(p) + (1 - p) * np.log2(1 - p))))
+    border = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
+    return {
+        "flip_disagreement": float("nan") if flip_disagreement_px is None else flip_disagreement_px / edges,
+        "uncertain_share": float(((prob > lo) & (prob < hi)).sum()) / edges,
+        "edge_entropy": entropy,
+        "refiner_moved": 0.0 if coarse_mask is None else float((coarse_mask.astype(bool) != mask).sum()) / edges,
+        "area": float(mask.mean()),
+        "touches_frame": float(border.mean()),
+    }
+
+
+def raw_score(signals: dict[str, float]) -> float:
+    """The uncalibrated score in (0, 1]: 1 / (1 + flip disagreement + uncertain share), per edge pixel."""
+    flip = signals.get("flip_disagreement", float("nan"))
+    return 1.0 / (1.0 + (0.0 if np.isnan(flip) else flip) + signals["uncertain_share"])
+
+
+def _design(rows: list[dict[str, float]], names: tuple[str, ...]) -> np.ndarray:
+    x = np.array([[row[n] for n in names] for row in rows], dtype=np.float64)
+    for j, name in enumerate(names):
+        if name in LOGGED:
+            x[:, j] = np.log1p(np.maximum(x[:, j], 0))
+    return x
+
+
+@dataclass
+class QualityModel:
+    """Predicted boundary F1 (or IoU, `target`) = clip(bias + weights · standardised features, 0, 1)."""
+
+    names: tuple[str, ...]
+    mean: list[float]
+    std: list[float]
+    weights: list[float]
+    bias: float
+    target: str = "boundary_f1"
+    fitted_on: int = 0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, signals: dict[str, float]) -> float:
+        """The predicted `target` of one photo from its signals."""
+        x = _design([signals], self.names)[0]
+        if np.isnan(x).any():
+            missing = [n for n, v in zip(self.names, x, strict=True) if np.isnan(v)]
+            raise CarsegError(f"quality: the calibration needs {', '.join(missing)}, not measured for this photo")
+        z = (x - np.array(self.mean)) / np.array(self.std)
+        return float(np.clip(self.bias + z @ np.array(self.weights), 0.0, 1.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (a checkpoint loads with weights_only=True)."""
+        return {
+            "names": list(self.names),
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "weights": [float(v) for v in self.weights],
+            "bias": float(self.bias),
+            "target": str(self.target),
+            "fitted_on": int(self.fitted_on),
+            "notes": {str(k): float(v) for k, v in self.notes.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any]) -> QualityModel:
+        names = tuple(entry["names"])
+        unknown = set(names) - set(FEATURES)
+        if unknown or not (len(names) == len(entry["mean"]) == len(entry["std"]) == len(entry["weights"])):
+            raise ValueError(f"unknown features {sorted(unknown)} or lengths that differ")
+        return cls(
+            names,
+            list(entry["mean"]),
+            list(entry["std"]),
+            list(entry["weights"]),
+            float(entry["bias"]),
+            str(entry.get("target", "boundary_f1")),
+            int(entry.get("fitted_on", 0)),
+            dict(entry.get("notes", {})),
+        )
+
+
+def fit_quality(rows: list[dict[str, float]], truth: list[float], target: str = "boundary_f1") -> QualityModel:
+    """The calibration of the signals `rows` to the true `target` of the same photos (ridge least squares on
+    standardised features; features not measured for every photo are left out)."""
+    if len(rows) != len(truth) or len(rows) < 8:
+        raise CarsegError(f"quality calibration: {len(rows)} photos; it needs at least 8 with their true masks")
+    names = tuple(n for n in FEATURES if all(np.isfinite(r.get(n, np.nan)) for r in rows))
+    x = _design(rows, names)
+    mean, std = x.mean(0), x.std(0)
+    std[std < 1e-9] = 1.0
+    z = (x - mean) / std
+    y = np.asarray(truth, dtype=np.float64)
+    bias = float(y.mean())
+    weights = np.linalg.solve(z.T @ z + RIDGE * len(y) * np.eye(len(names)), z.T @ (y - bias))
+    model = QualityModel(names, mean.tolist(), std.tolist(), weights.tolist(), bias, target, len(rows))
+    predicted = [model.predict(r) for r in rows]
+    model.notes = {"spearman_in_sample": spearman(predicted, truth)}
+    return model
+
+
+def spearman(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+    import pandas as pd
+
+    return float(pd.Series(np.asarray(a, float)).corr(pd.Series(np.asarray(b, float)), method="spearman"))
+
+
+def caught(score: list[float] | np.ndarray, truth: list[float] | np.ndarray, share: float = 0.1) -> float:
+    """Of the `share` of photos worst by `truth`, the part that flagging the `share` lowest `score`s catches."""
+    score, truth = np.asarray(score, float), np.asarray(truth, float)
+    k = max(1, round(share * len(score)))
+    worst, flagged = set(np.argsort(truth, kind="stable")[:k]), set(np.argsort(score, kind="stable")[:k])
+    return len(worst & flagged) / k
+
+
+def risk_coverage(score: list[float] | np.ndarray, iou: list[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(share sent to review, mean IoU of the photos accepted), sending the lowest scores first."""
+    order = np.argsort(np.asarray(score, float), kind="stable")
+    ious = np.asarray(iou, float)[order]
+    n = len(ious)
+    reviewed = np.arange(n) / n
+    accepted = np.array([ious[k:].mean() for k in range(n)])
+    return reviewed, accepted

@@ -1,0 +1,93 @@
+"""The quality score of a cut-out: label-free signals, their calibration through the checkpoint, and a
+constructed case where the photo and its mirror image disagree."""
+
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from carseg.errors import CarsegError
+from carseg.inference.predictor import Predictor
+from carseg.models.checkpoint import embed_quality, load_quality
+from carseg.models.quality import FEATURES, QualityModel, caught, features, fit_quality, raw_score, risk_coverage
+from tests.helpers import ROOT
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    path = tmp_path / "small.ckpt"
+    with gzip.open(ROOT / "tests/fixtures/legacy_unet_mnv3s_64x96.ckpt.gz") as src, open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return path
+
+
+def _car(h=64, w=96) -> np.ndarray:
+    prob = np.full((h, w), 0.02, np.float32)
+    prob[20:50, 15:80] = 0.98
+    return prob
+
+
+def test_disagreement_and_doubt_lower_the_raw_score():
+    sure = features(_car(), flip_disagreement_px=0)
+    assert set(sure) == set(FEATURES) and sure["uncertain_share"] == 0 and sure["refiner_moved"] == 0
+    flipped = features(_car(), flip_disagreement_px=300)
+    doubtful = _car()
+    doubtful[18:22, :] = 0.5
+    assert raw_score(sure) == 1.0 > raw_score(features(doubtful, 0)) and raw_score(flipped) < raw_score(sure)
+    moved = features(_car(), 0, coarse_mask=np.zeros((64, 96), bool))
+    assert moved["refiner_moved"] > 5  # the refiner made the whole car
+
+
+def test_a_photo_whose_mirror_disagrees_scores_lower(ckpt, monkeypatch):
+    """Through the predictor: a model that sees a car only on the left half of what it is shown disagrees
+    with its mirror image everywhere; one that sees it in the middle does not."""
+    predictor = Predictor(ckpt=ckpt, input_size=None)
+    image = np.zeros((64, 96, 3), np.uint8)
+
+    def lopsided(batch, module=None):
+        out = torch.full((batch.shape[0], 1, *batch.shape[-2:]), -4.0)
+        out[..., 16:48, 8:40] = 4.0  # not symmetric about the middle
+        return out
+
+    def centred(batch, module=None):
+        out = torch.full((batch.shape[0], 1, *batch.shape[-2:]), -4.0)
+        out[..., 16:48, 24:72] = 4.0
+        return out
+
+    scores = {}
+    for name, fake in (("lopsided", lopsided), ("centred", centred)):
+        monkeypatch.setattr(predictor, "_logits", fake)
+        ((mask, alpha, quality),) = predictor.assess([image])
+        assert quality["calibrated"] is False and quality["target"] == "raw"
+        scores[name] = quality
+        ((plain_mask, plain_alpha),) = predictor.mattes([image])
+        np.testing.assert_array_equal(mask, plain_mask)  # assessing changes no cut-out
+    assert scores["centred"]["flip_disagreement"] == 0 and scores["lopsided"]["flip_disagreement"] > 1
+    assert scores["lopsided"]["score"] < scores["centred"]["score"]
+
+
+def test_the_calibration_round_trips_through_the_checkpoint(ckpt):
+    rng = np.random.default_rng(0)
+    rows = [features(_car(), flip_disagreement_px=float(d)) for d in rng.uniform(0, 400, 40)]
+    truth = [1 / (1 + r["flip_disagreement"]) for r in rows]  # worse with more disagreement
+    model = fit_quality(rows, truth)
+    assert model.notes["spearman_in_sample"] > 0.9 and "flip_disagreement" in model.names
+    embed_quality(ckpt, model)
+    loaded = load_quality(ckpt)
+    assert loaded == QualityModel.from_dict(model.to_dict())
+    predictor = Predictor(ckpt=ckpt)
+    assert predictor.quality_model is not None
+    ((_, _, quality),) = predictor.assess([np.zeros((64, 96, 3), np.uint8)])
+    assert quality["calibrated"] and quality["target"] == "boundary_f1" and 0 <= quality["score"] <= 1
+    with pytest.raises(CarsegError, match="at least 8"):
+        fit_quality(rows[:3], truth[:3])
+
+
+def test_ranking_helpers():
+    score, truth = [0.1, 0.2, 0.9, 0.8, 0.95], [0.5, 0.6, 0.99, 0.97, 0.98]
+    assert caught(score, truth, 0.4) == 1.0
+    reviewed, accepted = risk_coverage(score, truth)
+    assert reviewed[0] == 0 and accepted[0] == pytest.approx(np.mean(truth)) and accepted[-1] == 0.98
+    assert np.all(np.diff(accepted[:3]) > 0)  # sending the lowest scores first raises the accepted mean
