@@ -132,3 +132,27 @@ def edge_crop_panels(
     """Rows of (label, pictures): zoomed full-size crops side by side, one column per way of cutting out."""
     cell = (3.1 * len(columns), 3.1)
     return _picture_grid(rows, columns, out, title, cell=cell, dpi=100, interpolation="nearest", title_size=10)
+
+
+def review_curve(score: Sequence[float], iou: Sequence[float], out: str | Path) -> Path:
+    """Risk against coverage: the mean IoU of the photos accepted as the share sent to review (lowest quality
+    score first) grows, beside the same by true IoU (the best any score could do) and at random."""
+    from carseg.models.quality import risk_coverage
+
+    score, iou = np.asarray(score, float), np.asarray(iou, float)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for label, order, style in (("quality score", score, "-"), ("true IoU (ideal)", iou, ":")):
+        reviewed, accepted = risk_coverage(order, iou)
+        ax.plot(reviewed * 100, accepted, style, label=label)
+    ax.axhline(iou.mean(), color="grey", lw=0.8, label="at random")
+    ax.set_xlabel("photos sent to review (%)")
+    ax.set_ylabel("mean IoU of the photos accepted")
+    ax.set_xlim(0, 50)
+    ax.set_title(f"Review by quality score ({len(iou)} photos)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -19,9 +19,10 @@ from carseg.console import print_config_tree
 from carseg.data.carvana import Record, scan
 from carseg.data.io import read_image, read_mask
 from carseg.evaluation.metrics import edge_composite_error, image_metrics
-from carseg.evaluation.plots import plot_curves, prediction_panels
+from carseg.evaluation.plots import plot_curves, prediction_panels, review_curve
 from carseg.inference.background import composite, load_background
 from carseg.inference.predictor import Predictor
+from carseg.models.quality import FEATURES, caught, spearman
 
 METRICS = ["iou", "dice", "iou_2class", "pixel_accuracy", "boundary_f1", "edge_error", "edge_error_mask"]
 
@@ -34,6 +35,22 @@ def _records(cfg: DictConfig) -> tuple[list[Record], str]:
     datamodule.prepare_data()
     datamodule.setup("validate")
     return datamodule.val_set.records, f"validation split of {cfg.datamodule.data_dir}"
+
+
+def _quality_report(table: pd.DataFrame, predictor: Predictor) -> dict[str, Any]:
+    """How well the label-free quality score ranks the photos by their true error."""
+    calibration = predictor.quality_model
+    return {
+        "calibrated": calibration is not None,
+        "target": calibration.target if calibration is not None else "raw",
+        "spearman_boundary_f1": round(spearman(table["quality"], table["boundary_f1"]), 4),
+        "spearman_iou": round(spearman(table["quality"], table["iou"]), 4),
+        # flagging the 10% lowest scores: the share of the 10% worst photos by true IoU it catches
+        "worst_10pct_caught": round(caught(table["quality"], table["iou"], 0.1), 4),
+        "mean_abs_error": (
+            round(float((table["quality"] - table[calibration.target]).abs().mean()), 4) if calibration else None
+        ),
+    }
 
 
 def _panel_rows(predictor: Predictor, records: list[Record], background: str, feather: float) -> list[tuple]:
@@ -73,13 +90,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     rows = []
     images = ((r, read_image(r.image)) for r in track(records, description=f"evaluating {len(records)} images"))
     pairs = (((record, image), image) for record, image in images)
-    for (record, image), (pred, alpha) in predictor.batched_mattes(pairs, int(cfg.get("batch_size", 4))):
+    scored = bool(cfg.get("quality", True))
+    batched = predictor.batched_assess if scored else predictor.batched_mattes
+    for (record, image), (pred, alpha, *rest) in batched(pairs, int(cfg.get("batch_size", 4))):
+        quality = rest[0] if rest else {"score": float("nan")}
         truth = read_mask(record, pred.shape)
         metrics = image_metrics(pred, truth, cfg.boundary_tolerance)
         # the cut-out's edge: through the model's alpha, and through the 0/1 mask (the old cut-out)
         metrics["edge_error"] = edge_composite_error(image, alpha, truth)
         metrics["edge_error_mask"] = edge_composite_error(image, pred, truth)
-        rows.append({"image": record.image.name, "car_id": record.car_id, "angle": record.angle, **metrics})
+        signals = {f"q_{k}": v for k, v in quality.items() if k in FEATURES}
+        row = {"image": record.image.name, "car_id": record.car_id, "angle": record.angle, **metrics}
+        rows.append({**row, "quality": quality["score"], **signals})
     table = pd.DataFrame(rows).sort_values("image")
     table.to_csv(out / "per_image.csv", index=False)
     per_angle = table.groupby("angle")[METRICS].mean().reset_index()
@@ -100,9 +122,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "input_size": predictor.input_size,
         **{f"mean_{m}": float(table[m].mean()) for m in METRICS},
         "kaggle_score_mean_dice": float(table["dice"].mean()),
+        "quality": _quality_report(table, predictor) if scored else None,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    pictures = []
+    pictures = [review_curve(table["quality"], table["iou"], out / "review_curve.png")] if scored else []
     if run_dir is not None and (run_dir / runs.METRICS_CSV).is_file():
         pictures += plot_curves(run_dir / runs.METRICS_CSV, out)
     by_name = {r.image.name: r for r in records}

@@ -233,6 +233,12 @@ class Predictor:
         """As `batched`, with (mask, alpha) pairs (`mattes`) in place of masks."""
         return self._batched(items, batch_size, self.mattes)
 
+    def batched_assess(
+        self, items: Iterable[tuple[Any, np.ndarray]], batch_size: int = 4
+    ) -> Iterator[tuple[Any, tuple[np.ndarray, np.ndarray, dict[str, Any]]]]:
+        """As `batched`, with (mask, alpha, quality) (`assess`) in place of masks."""
+        return self._batched(items, batch_size, self.assess)
+
     def _batched(
         self, items: Iterable[tuple[Any, np.ndarray]], batch_size: int, predict: Any
     ) -> Iterator[tuple[Any, Any]]:

@@ -47,11 +47,22 @@ def test_tables(evaluated):
     assert len(worst) == 5 and worst["iou"].max() <= per_image["iou"].nsmallest(6).max()
 
 
+def test_the_quality_score_is_reported_and_judged(evaluated):
+    """Every photo has its label-free score and signals; metrics.json says how well it ranks them."""
+    out, summary, _ = evaluated
+    per_image = pd.read_csv(out / "per_image.csv")
+    assert per_image["quality"].between(0, 1).all() and "q_flip_disagreement" in per_image
+    quality = summary["quality"]
+    assert quality["calibrated"] is False and quality["target"] == "raw"  # no calibration fitted
+    assert -1 <= quality["spearman_boundary_f1"] <= 1 and 0 <= quality["worst_10pct_caught"] <= 1
+    assert quality["spearman_iou"] == pytest.approx(per_image["quality"].corr(per_image["iou"], "spearman"), abs=1e-3)
+
+
 def test_pictures(evaluated):
     out, _, _ = evaluated
     from PIL import Image
 
-    for name in ("loss_curve.png", "iou_curve.png", "panels.png", "worst.png"):
+    for name in ("loss_curve.png", "iou_curve.png", "panels.png", "worst.png", "review_curve.png"):
         with Image.open(out / name) as im:
             assert im.size[0] > 300 and im.size[1] > 200
 
