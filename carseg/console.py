@@ -8,6 +8,7 @@ folder) keeps them beside Lightning's and Hydra's own."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,12 @@ from lightning_utilities.core.rank_zero import rank_zero_only  # the one Lightni
 from omegaconf import DictConfig, OmegaConf
 
 LOG = logging.getLogger("carseg")
+# the process's rank, as Lightning reads it on import (commands that never import Lightning need it too)
+if not hasattr(rank_zero_only, "rank"):
+    _rank = next(
+        (os.environ[k] for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK") if k in os.environ), 0
+    )
+    rank_zero_only.rank = int(_rank)
 
 
 class _ConsoleHandler(logging.StreamHandler):
