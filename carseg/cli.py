@@ -147,6 +147,8 @@ def _predict(args: argparse.Namespace) -> None:
         shadow=args.shadow,
         write_threads=args.write_threads,
         decode=args.decode,
+        review=args.review,
+        review_below=args.review_below,
     )
     if summary is None:  # the other processes of a multi-process run: the first one reports
         return
@@ -365,6 +367,19 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--num-nodes", type=int, default=1, help="machines (under a cluster launcher such as SLURM)")
     pred.add_argument("--accelerator", choices=["cpu", "gpu", "auto"], default="auto")
     pred.add_argument("--workers", type=int, default=2, help="photo-decoding worker processes per device")
+    pred.add_argument(
+        "--review",
+        metavar="CSV",
+        help="write every photo's quality score (predicted boundary F1 where the checkpoint has a calibration, "
+        "else the raw score), worst first; the Kaggle submission is unchanged",
+    )
+    pred.add_argument(
+        "--review-below",
+        type=float,
+        metavar="X",
+        help="also copy the photos scoring under X, with their cut-outs, into review/ beside the CSV, with a "
+        "contact sheet",
+    )
     pred.add_argument(
         "--decode",
         choices=["auto", "cpu", "device"],

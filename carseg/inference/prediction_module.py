@@ -19,8 +19,9 @@ class PredictionModule(pl.LightningModule):
     """Masks for batches of PhotoDataset items: {"done": [(index, path, image, mask)], "failed": [(index, path,
     reason)]}. With `on_error="stop"` a photo that cannot be read stops the run (its error names it)."""
 
-    def __init__(self, predictor: Predictor, on_error: str = "skip", decode_here: bool = False):
+    def __init__(self, predictor: Predictor, on_error: str = "skip", decode_here: bool = False, assess: bool = False):
         super().__init__()
+        self.assess = assess  # each done photo also carries its quality (a sixth element)
         self.decode_here = decode_here  # JPEGs arrive as bytes and are decoded on this process's device
         if on_error not in ON_ERROR:
             raise CarsegError(f"--on-error {on_error}: use skip or stop")
@@ -40,6 +41,7 @@ class PredictionModule(pl.LightningModule):
         if failed and self.on_error == "stop":
             raise CarsegError(f"{failed[0][2]} (--on-error skip records such photos and goes on)")
         good = [(item, item["image"]) for item in batch if item["error"] is None]
-        mattes = self.predictor.batched_mattes(good, batch_size=max(1, len(good)))  # one size go together
-        done = [(item["index"], item["path"], item["image"], mask, alpha) for item, (mask, alpha) in mattes]
+        batched = self.predictor.batched_assess if self.assess else self.predictor.batched_mattes
+        mattes = batched(good, batch_size=max(1, len(good)))  # photos of one size go together
+        done = [(item["index"], item["path"], item["image"], *result) for item, result in mattes]
         return {"done": done, "failed": failed}

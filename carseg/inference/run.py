@@ -22,6 +22,7 @@ from carseg.errors import CarsegError
 from carseg.inference.photos import PhotoDataset, as_list, list_inputs
 from carseg.inference.prediction_module import PredictionModule
 from carseg.inference.predictor import Predictor
+from carseg.inference.review import merge_review, send_to_review
 from carseg.inference.writer import (
     OutputWriter,
     failures_path,
@@ -88,6 +89,8 @@ def predict(
     shadow: float = 0.0,
     write_threads: int | None = None,
     decode: str = "auto",
+    review: str | Path | None = None,
+    review_below: float | None = None,
 ) -> PredictionSummary | None:
     """Predict every input; write `<stem>_mask.png`, `<stem>_cutout.png` (and `<stem>_composite.jpg` with a
     background) into `out`, and/or Kaggle's `img,rle_mask` rows into `submission`. Photos that cannot be read
@@ -122,9 +125,16 @@ def predict(
         write_threads = WRITE_THREADS_ON_GPU if on_gpu else 0
     if write_threads < 0:
         raise CarsegError(f"--write-threads {write_threads}: give 0 (write in the predict loop) or more")
-    writer = OutputWriter(run_id, out_dir, csv_path, background, feather, shadow, threads=write_threads)
+    review_path = Path(review) if review is not None else None
+    if review_below is not None and review_path is None:
+        raise CarsegError(f"--review-below {review_below}: give --review FILE too (the queue's list)")
+    if review_path is not None:
+        review_path.parent.mkdir(parents=True, exist_ok=True)
+    writer = OutputWriter(
+        run_id, out_dir, csv_path, background, feather, shadow, threads=write_threads, review=review_path
+    )
     if not remaining:  # parts of a run stopped after its last photo still get merged
-        rows, failed = _finish(paths, csv_path, writer, world=1)
+        rows, failed = _finish(paths, csv_path, writer, 1, review_below)
     else:
         if launching and complete:
             console.info(f"{len(complete)} of {len(paths)} photos are already done; predicting {len(remaining)}")
@@ -158,7 +168,7 @@ def predict(
             persistent_workers=False,
         )
         try:
-            module = PredictionModule(predictor, on_error, decode_here=decode_here)
+            module = PredictionModule(predictor, on_error, decode_here=decode_here, assess=review_path is not None)
             trainer.predict(module, loader, return_predictions=False)
         except SystemExit:
             if trainer.is_global_zero:
@@ -169,16 +179,27 @@ def predict(
             raise
         finally:
             if trainer.is_global_zero:
-                rows, failed = _finish(paths, csv_path, writer, trainer.world_size)
+                rows, failed = _finish(paths, csv_path, writer, trainer.world_size, review_below)
         if not trainer.is_global_zero:
             return None
     failed_file = failures_path(out_dir, csv_path)
     return PredictionSummary(len(paths), len(complete), writer.written, failed, failed_file if failed else None, rows)
 
 
-def _finish(paths: Sequence[Path], submission: Path | None, writer: OutputWriter, world: int) -> tuple[int | None, int]:
-    """On the first process: merge the Kaggle rows and this run's failures of every process; (rows, failures)."""
+def _finish(
+    paths: Sequence[Path], submission: Path | None, writer: OutputWriter, world: int, review_below: float | None = None
+) -> tuple[int | None, int]:
+    """On the first process: merge the Kaggle rows, the review rows and this run's failures of every process;
+    copy the photos under `review_below` for review; (rows, failures)."""
     rows = merge_submission(submission, {p.name: i for i, p in enumerate(paths)}) if submission is not None else None
+    if writer.review is not None:
+        parts = sorted(writer.review.parent.glob(f".{writer.review.name}.*-rank*"))  # this run's and stopped ones'
+        reviewed = merge_review(writer.review, parts)
+        if review_below is not None:
+            folder = writer.review.parent / "review"
+            sent = send_to_review(reviewed, review_below, writer.out_dir, folder)
+            console.info(f"{len(sent)} of {len(reviewed)} photos score under {review_below:g}: copied to {folder}")
+        console.info(f"quality of every photo, worst first: {writer.review}")
     where = failures_path(writer.out_dir, submission)
     failed = merge_failures(where, [writer.failure_part(r) for r in range(world)])
     for stale in where.parent.glob(f".{where.name}.*-rank*"):  # of runs killed before they could merge

@@ -27,6 +27,8 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 from carseg.data.rle import rle_encode
 from carseg.inference.background import composite, cutout, load_background
+from carseg.inference.review import part_path as review_part
+from carseg.inference.review import row as review_row
 
 FAILURES = "failures.csv"
 csv.field_size_limit(1 << 30)  # a full-size run-length code is a long field
@@ -133,6 +135,7 @@ class OutputWriter(BasePredictionWriter):
         feather: float = 0.0,
         shadow: float = 0.0,
         threads: int = 0,
+        review: Path | None = None,
     ):
         super().__init__(write_interval="batch")
         self.run_id, self.out_dir, self.submission = run_id, out_dir, submission
@@ -143,6 +146,8 @@ class OutputWriter(BasePredictionWriter):
         # threads > 0: photos are encoded and written on that many threads, off the predict loop (PNG and RLE
         # encoding release the GIL), at most 2 x threads photos waiting; 0: in the loop
         self.threads = int(threads)
+        self.review = review  # review.csv: each photo's quality, through one part file per process
+        self.reviews: TextIO | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pending: deque[Future] = deque()
 
@@ -157,6 +162,8 @@ class OutputWriter(BasePredictionWriter):
             part = parts_dir(self.submission) / f"{self.run_id}-rank{rank:03d}.csv"
             self.rows = open(part, "a", newline="")  # noqa: SIM115 - closed in teardown
         self.failures = open(self.failure_part(rank), "a", newline="")  # noqa: SIM115 - closed in teardown
+        if self.review is not None:
+            self.reviews = open(review_part(self.review, self.run_id, rank), "a", newline="")  # noqa: SIM115
 
     def _drain(self, keep: int = 0) -> None:
         """Wait until at most `keep` photos are waiting to be written, and write their rows in the photos'
@@ -167,7 +174,7 @@ class OutputWriter(BasePredictionWriter):
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Every process has written all its photos before the first one merges their rows."""
         self._drain()
-        for handle in (self.rows, self.failures):
+        for handle in (self.rows, self.failures, self.reviews):
             if handle is not None:
                 handle.flush()
         trainer.strategy.barrier("carseg-predict-written")
@@ -178,7 +185,7 @@ class OutputWriter(BasePredictionWriter):
             while self._pending and not self._pending[0].cancelled() and self._pending[0].exception() is None:
                 self._row(self._pending.popleft().result())
             self._pool, self._pending = None, deque()
-        for handle in (self.rows, self.failures):
+        for handle in (self.rows, self.failures, self.reviews):
             if handle is not None:
                 handle.close()
 
@@ -192,13 +199,14 @@ class OutputWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        for index, path, image, mask, alpha in prediction["done"]:
+        for index, path, image, mask, alpha, *quality in prediction["done"]:
+            args = (index, Path(path), image, mask, alpha, quality[0] if quality else None)
             if self.threads <= 0:
-                self.write_photo(index, Path(path), image, mask, alpha)
+                self.write_photo(*args)
                 continue
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="carseg-write")
-            self._pending.append(self._pool.submit(self.write_photo, index, Path(path), image, mask, alpha))
+            self._pending.append(self._pool.submit(self.write_photo, *args))
             self._drain(keep=2 * self.threads)  # memory stays bounded when the disk is slower than the model
         for index, path, reason in prediction["failed"]:
             assert self.failures is not None
@@ -206,8 +214,14 @@ class OutputWriter(BasePredictionWriter):
             self.failures.flush()
 
     def write_photo(
-        self, index: int, path: Path, image: np.ndarray, mask: np.ndarray, alpha: np.ndarray | None = None
-    ) -> str | None:
+        self,
+        index: int,
+        path: Path,
+        image: np.ndarray,
+        mask: np.ndarray,
+        alpha: np.ndarray | None = None,
+        quality: dict[str, Any] | None = None,
+    ) -> tuple[str | None, str | None]:
         """The 0/1 mask, the cut-out and composite through the model's alpha; the Kaggle row (written here in
         the loop; on threads, returned, and written by the loop in the photos' order)."""
         if self.out_dir is not None:
@@ -219,15 +233,21 @@ class OutputWriter(BasePredictionWriter):
                 picture = composite(image, mask, bg, self.feather, self.shadow, alpha)
                 atomic_save(Image.fromarray(picture), files[2], quality=95)
         line = _csv_line([index, path.name, rle_encode(mask)]) if self.rows is not None else None
+        scored = _csv_line(review_row(index, path, quality)) if quality is not None else None
         if self.threads <= 0:
-            self._row(line)
-        return line
+            self._row((line, scored))
+        return line, scored
 
-    def _row(self, line: str | None) -> None:
-        """A photo's Kaggle row, once its files are written (a row never names a photo without them)."""
+    def _row(self, lines: tuple[str | None, str | None]) -> None:
+        """A photo's Kaggle row and review row, once its files are written (a row never names a photo
+        without them)."""
+        line, scored = lines
         if self.rows is not None and line is not None:
             self.rows.write(line)  # one write: a row is whole or cut
             self.rows.flush()
+        if self.reviews is not None and scored is not None:
+            self.reviews.write(scored)
+            self.reviews.flush()
         self.written += 1
 
 

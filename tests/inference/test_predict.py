@@ -248,3 +248,26 @@ def test_the_alpha_is_above_half_exactly_where_the_mask_is_also_at_the_threshold
     alpha = edge_matte(mask, prob)
     written = cutout(np.zeros((20, 20, 3), np.uint8), mask, alpha=alpha)[..., 3]
     assert np.array_equal(written > 127, mask > 0) and np.array_equal(alpha > 0.5, mask > 0)
+
+
+def test_the_review_queue_lists_every_photo_worst_first_and_copies_the_doubtful(best_ckpt, photos, tmp_path):
+    import pandas as pd
+
+    out, review = tmp_path / "out", tmp_path / "queue" / "review.csv"
+    sub = tmp_path / "submission.csv"
+    plain = tmp_path / "plain.csv"
+    predictor = Predictor(ckpt=best_ckpt)
+    predict([photos], predictor, submission=plain, progress=False, workers=0)
+    summary = predict(
+        [photos], predictor, out=out, submission=sub, progress=False, workers=0, review=review, review_below=2.0
+    )
+    table = pd.read_csv(review)
+    assert summary.predicted == len(table) == 4 and table["quality"].is_monotonic_increasing  # worst first
+    assert set(table["image"]) == {p.name for p in photos.iterdir() if p.suffix != ".txt"}
+    assert table["quality"].between(0, 1).all() and (table["calibrated"] == 0).all()
+    assert sub.read_text() == plain.read_text()  # the Kaggle submission is unchanged
+    folder = review.parent / "review"  # under 2.0: every photo, with its cut-out and a contact sheet
+    assert {p.name for p in folder.glob("*_cutout.png")} == {f"{Path(n).stem}_cutout.png" for n in table["image"]}
+    assert (folder / "contact_sheet.png").is_file() and not list(review.parent.glob(".review.csv.*"))
+    with pytest.raises(CarsegError, match="--review-below 0.5: give --review"):
+        predict([photos], predictor, out=out, progress=False, workers=0, review_below=0.5)
