@@ -48,6 +48,9 @@ REMOVEBG_SIZES = {
     "hd": 4e6,
 }
 REMOVEBG_TYPES = ("auto", "car", "transportation")
+# a cut-out scoring under this is flagged for review (X-Carseg-Review: 1, a badge on the page), by what the
+# score predicts (a raw score is not a boundary F1 and has its own scale)
+REVIEW_BELOW = {"boundary_f1": 0.85, "iou": 0.98, "raw": 0.5}
 # memory one request in work may add, per pixel of its photo: the photo, its logits at full size, mask,
 # alpha and the encoded result (`make bench-serve` measures it with a photo at the pixel limit)
 REQUEST_BYTES_PER_PIXEL = 24
@@ -214,11 +217,26 @@ def removebg_headers(mask: np.ndarray) -> dict[str, str]:
     }
 
 
-def removebg_json(data: bytes, mask: np.ndarray) -> bytes:
-    """remove.bg's JSON answer (Accept: application/json): the result as base64 and the car's box."""
+def removebg_json(data: bytes, mask: np.ndarray, quality: dict[str, Any] | None = None) -> bytes:
+    """remove.bg's JSON answer (Accept: application/json): the result as base64, the car's box and, carseg's
+    own, the cut-out's quality."""
     box = _foreground_box(mask)
-    body = {"data": {"result_b64": base64.b64encode(data).decode(), **{f"foreground_{k}": v for k, v in box.items()}}}
+    body: dict[str, Any] = {
+        "data": {"result_b64": base64.b64encode(data).decode(), **{f"foreground_{k}": v for k, v in box.items()}}
+    }
+    if quality is not None:
+        body["data"]["carseg_quality"] = {k: quality[k] for k in ("score", "calibrated", "target")}
     return json.dumps(body).encode()
+
+
+def quality_headers(quality: dict[str, Any]) -> dict[str, str]:
+    """The cut-out's quality in answer headers: the score (predicted boundary F1 where the checkpoint has a
+    calibration), what it predicts, and whether it would be sent to review."""
+    return {
+        "X-Carseg-Quality": f"{quality['score']:.4f}",
+        "X-Carseg-Quality-Target": str(quality["target"]),
+        "X-Carseg-Review": "1" if quality["score"] < REVIEW_BELOW.get(quality["target"], 0.0) else "0",
+    }
 
 
 class Service:
@@ -267,16 +285,17 @@ class Service:
 
     async def process(
         self, photo: bytes, field_name: str, how: Render, background: tuple[str, bytes | None]
-    ) -> tuple[bytes, str, np.ndarray]:
-        """The encoded result, its content type and the mask at its size, computed on a worker thread."""
+    ) -> tuple[bytes, str, np.ndarray, dict[str, Any]]:
+        """The encoded result, its content type, the mask at its size and the cut-out's quality, computed on a
+        worker thread."""
         self.check(photo, field_name, how, background)
         limit = self.config.max_megapixels
 
-        def job() -> tuple[bytes, str, np.ndarray]:  # reads only its own arguments; shares nothing it changes
+        def job() -> tuple[bytes, str, np.ndarray, dict[str, Any]]:  # reads only its arguments; changes nothing shared
             image = decode_photo(photo, field_name, limit)
             ground = how.background if background[1] is None else decode_photo(background[1], background[0], limit)
-            ((mask, alpha),) = self.predictor.mattes([image])
-            return render(image, mask, alpha, dataclasses.replace(how, background=ground))
+            ((mask, alpha, quality),) = self.predictor.assess([image])
+            return (*render(image, mask, alpha, dataclasses.replace(how, background=ground)), quality)
 
         return await self.queue.run(job)
 
@@ -368,8 +387,8 @@ async def remove(
     background_file = await service.read_upload(bg_file, "bg_file", False, "")
     background = parse_colour(bgc, "bgc") if bgc else bg
     how = Render(fmt=format.lower(), only_mask=om, background=background, feather=feather, shadow=shadow)
-    data, content_type, _ = await service.process(photo, "file", how, ("bg_file", background_file))
-    return Response(data, media_type=content_type)
+    data, content_type, _, quality = await service.process(photo, "file", how, ("bg_file", background_file))
+    return Response(data, media_type=content_type, headers=quality_headers(quality))
 
 
 @router.post(
@@ -397,10 +416,12 @@ async def removebg(
     how = removebg_render(
         size, type, format, channels, bg_color, background_file is not None, service.config.max_megapixels
     )
-    data, content_type, mask = await service.process(photo, "image_file", how, ("bg_image_file", background_file))
-    headers = removebg_headers(mask)
+    data, content_type, mask, quality = await service.process(
+        photo, "image_file", how, ("bg_image_file", background_file)
+    )
+    headers = {**removebg_headers(mask), **quality_headers(quality)}
     if "application/json" in request.headers.get("accept", ""):
-        return Response(removebg_json(data, mask), media_type="application/json", headers=headers)
+        return Response(removebg_json(data, mask, quality), media_type="application/json", headers=headers)
     return Response(data, media_type=content_type, headers=headers)
 
 

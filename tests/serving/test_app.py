@@ -233,10 +233,10 @@ def _held_predictor(small_ckpt) -> tuple[Predictor, threading.Event, threading.E
     gate, started = threading.Event(), threading.Event()
 
     class HeldPredictor(Predictor):
-        def mattes(self, images):
+        def assess(self, images):
             started.set()
             gate.wait(30)
-            return super().mattes(images)
+            return super().assess(images)
 
     return HeldPredictor(ckpt=small_ckpt, device="cpu", precision="32"), gate, started
 
@@ -387,3 +387,16 @@ def test_garbage_is_refused_before_it_takes_a_queue_place(small_ckpt, photo):
             worker.join(30)
         assert first["r"].status_code == 200
         assert "carseg_queue_rejected_total 0.0" in busy.get("/metrics").text
+
+
+def test_every_cutout_answers_with_its_quality(client, photo):
+    files = {"file": ("car.png", png_bytes(photo), "image/png")}
+    rembg = client.post("/api/remove", files=files)
+    score = float(rembg.headers["x-carseg-quality"])
+    assert 0 <= score <= 1 and rembg.headers["x-carseg-quality-target"] == "raw"  # no calibration fitted
+    assert rembg.headers["x-carseg-review"] in ("0", "1")
+    image = {"image_file": ("car.png", png_bytes(photo), "image/png")}
+    removebg = client.post("/v1.0/removebg", files=image, headers={"Accept": "application/json"})
+    body = removebg.json()["data"]["carseg_quality"]
+    assert body["score"] == pytest.approx(score, abs=1e-4) and body["calibrated"] is False
+    assert float(removebg.headers["x-carseg-quality"]) == pytest.approx(score, abs=1e-4)

@@ -104,3 +104,18 @@ def test_page_cuts_out_a_real_photo_as_the_cli_does(server, browser, sample_full
     download = browser.find_element(By.CSS_SELECTOR, ".card .download")
     assert download.get_attribute("download") == f"{photo.stem}_cutout.png" and download.is_displayed()
     assert (tmp_path / "page.png").stat().st_size > 10_000
+    # the cut-out's quality is shown, and the cut-out opens at its full size, zoomable
+    assert "quality" in card.find_element(By.CSS_SELECTOR, ".state").text
+    assert 0 <= float(card.get_attribute("data-quality")) <= 1
+    card.find_element(By.CSS_SELECTOR, ".zoom").click()
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script("return document.getElementById('viewer-image').naturalWidth") > 0
+    )
+    shown = browser.execute_script(
+        "const i = document.getElementById('viewer-image'); return [i.naturalWidth, i.getBoundingClientRect().width]"
+    )
+    assert shown[0] == cli_mask.shape[1] and abs(shown[1] - shown[0]) <= 1  # 100%: one photo pixel a screen pixel
+    browser.find_element(By.ID, "zoom-out").click()
+    assert browser.execute_script("return document.getElementById('viewer-image').getBoundingClientRect().width") < (
+        shown[0] * 0.7
+    )

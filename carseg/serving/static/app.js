@@ -41,7 +41,15 @@ async function cutOut(file) {
     const link = card.querySelector(".download");
     link.href = url;
     link.download = file.name.replace(/\.[^.]+$/, "") + "_cutout.png";
-    state.textContent = `done: ${(blob.size / 1024).toFixed(0)} KB PNG`;
+    const quality = response.headers.get("X-Carseg-Quality");
+    const target = response.headers.get("X-Carseg-Quality-Target");
+    const shown = target === "raw" ? "raw quality" : `predicted ${target === "iou" ? "IoU" : "edge F1"}`;
+    state.textContent = `done: ${(blob.size / 1024).toFixed(0)} KB PNG` + (quality ? `, ${shown} ${quality}` : "");
+    card.dataset.quality = quality || "";
+    card.querySelector(".badge").hidden = response.headers.get("X-Carseg-Review") !== "1";
+    const zoom = card.querySelector(".zoom");
+    zoom.disabled = false;
+    zoom.addEventListener("click", () => openViewer(url, file.name));
     card.classList.add("done");
     paintBackgrounds();
   } catch (err) {
@@ -67,4 +75,38 @@ document.querySelectorAll("#controls input").forEach((el) => el.addEventListener
 $("bgimage").addEventListener("change", (e) => {
   if (e.target.files[0]) { bgImageUrl = URL.createObjectURL(e.target.files[0]); document.querySelector("input[name=bg][value=image]").checked = true; }
   paintBackgrounds();
+});
+
+// the full-size view: the cut-out at its own pixels (zoom with the buttons or the wheel, pan by dragging)
+let zoomLevel = 1;
+function setZoom(level) {
+  const img = $("viewer-image");
+  zoomLevel = Math.min(8, Math.max(0.05, level));
+  img.style.width = `${img.naturalWidth * zoomLevel}px`;
+  $("zoom-level").textContent = `${Math.round(zoomLevel * 100)}%`;
+}
+function fitZoom() {
+  const img = $("viewer-image"), port = $("viewport");
+  setZoom(Math.min(port.clientWidth / img.naturalWidth, port.clientHeight / img.naturalHeight));
+}
+function openViewer(url, name) {
+  const img = $("viewer-image");
+  $("viewer-name").textContent = name;
+  img.onload = () => setZoom(1);
+  img.src = url;
+  $("viewer").showModal();
+}
+$("zoom-in").addEventListener("click", () => setZoom(zoomLevel * 1.5));
+$("zoom-out").addEventListener("click", () => setZoom(zoomLevel / 1.5));
+$("zoom-fit").addEventListener("click", fitZoom);
+$("viewer-close").addEventListener("click", () => $("viewer").close());
+$("viewport").addEventListener("wheel", (e) => { e.preventDefault(); setZoom(zoomLevel * (e.deltaY < 0 ? 1.25 : 0.8)); }, { passive: false });
+let drag = null;
+$("viewport").addEventListener("pointerdown", (e) => { const p = $("viewport"); drag = { x: e.clientX, y: e.clientY, left: p.scrollLeft, top: p.scrollTop }; });
+window.addEventListener("pointerup", () => { drag = null; });
+$("viewport").addEventListener("pointermove", (e) => {
+  if (!drag) return;
+  const p = $("viewport");
+  p.scrollLeft = drag.left - (e.clientX - drag.x);
+  p.scrollTop = drag.top - (e.clientY - drag.y);
 });
