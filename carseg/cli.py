@@ -207,6 +207,20 @@ def allowed_hosts(bound: str, extra: Sequence[str] | None) -> list[str] | None:
     return list(dict.fromkeys([*LOCAL_NAMES, bound, *(extra or [])]))
 
 
+def _calibrate(args: argparse.Namespace) -> None:
+    import json
+
+    from carseg.evaluation.calibrate import calibrate
+    from carseg.runs import checkpoints_in
+
+    ckpt = checkpoints_in([args.ckpt])[0]
+    report = calibrate(ckpt, args.dir, args.target, not args.no_tta, args.images, write=not args.dry_run)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        console.info(f"report written to {args.out}")
+
+
 def _serve(args: argparse.Namespace) -> None:
     import os
 
@@ -444,6 +458,19 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("run_dir", help="the run's folder (logs/train/runs/<time>)")
     refine.add_argument("overrides", nargs="*", help="config overrides (refiner=edge refiner.max_steps=2000 ...)")
     refine.set_defaults(func=_refine)
+
+    cal = commands.add_parser(
+        "calibrate",
+        help="fit the quality score's calibration on cars the model did not train on, into the checkpoint",
+    )
+    cal.add_argument("dir", help="a Carvana-layout folder with masks, of cars the model never trained on")
+    cal.add_argument("--ckpt", required=True, help="the checkpoint (or run folder: its best) to calibrate")
+    cal.add_argument("--target", choices=["boundary_f1", "iou"], default="boundary_f1", help="what the score predicts")
+    cal.add_argument("--no-tta", action="store_true", help="calibrate for prediction without flip TTA")
+    cal.add_argument("--images", type=int, help="only the first N photos")
+    cal.add_argument("--dry-run", action="store_true", help="report only; leave the checkpoint as it is")
+    cal.add_argument("--out", help="also write the report as JSON")
+    cal.set_defaults(func=_calibrate)
 
     export = commands.add_parser("export", help="export a checkpoint to ONNX (dynamic batch and size)")
     export.add_argument("--ckpt", required=True)

@@ -91,3 +91,30 @@ def test_ranking_helpers():
     reviewed, accepted = risk_coverage(score, truth)
     assert reviewed[0] == 0 and accepted[0] == pytest.approx(np.mean(truth)) and accepted[-1] == 0.98
     assert np.all(np.diff(accepted[:3]) > 0)  # sending the lowest scores first raises the accepted mean
+
+
+@pytest.mark.slow
+def test_carseg_calibrate_fits_on_unseen_cars_and_the_checkpoint_then_predicts_the_score(
+    best_ckpt, tiny_data, tmp_path
+):
+    """Through the command: fit on a folder of cars, judged car by car, stored; the predictor then gives a
+    calibrated score that evaluate.py judges against the truth."""
+    import json
+
+    from carseg.cli import main as cli
+
+    ckpt = tmp_path / "model.ckpt"
+    shutil.copy(best_ckpt, ckpt)
+    report = tmp_path / "calibration.json"
+    cli(["calibrate", str(tiny_data), "--ckpt", str(ckpt), "--out", str(report), "--images", "48"])
+    result = json.loads(report.read_text())
+    assert result["photos"] == 48 and result["cars"] == 3 and result["target"] == "boundary_f1"
+    assert -1 <= result["spearman_held_out_cars"] <= 1 and 0 <= result["mean_abs_error_held_out_cars"] <= 1
+    quality = load_quality(ckpt)
+    assert quality is not None and quality.fitted_on == 48 and list(quality.names) == result["features"]
+    ((_, _, scored),) = Predictor(ckpt=ckpt).assess([np.zeros((64, 96, 3), np.uint8)])
+    assert scored["calibrated"] and 0 <= scored["score"] <= 1
+    dry = tmp_path / "other.ckpt"
+    shutil.copy(best_ckpt, dry)
+    cli(["calibrate", str(tiny_data), "--ckpt", str(dry), "--images", "48", "--dry-run"])
+    assert load_quality(dry) is None
