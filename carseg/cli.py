@@ -207,6 +207,13 @@ def allowed_hosts(bound: str, extra: Sequence[str] | None) -> list[str] | None:
     return list(dict.fromkeys([*LOCAL_NAMES, bound, *(extra or [])]))
 
 
+def _audit(args: argparse.Namespace) -> None:
+    from carseg.evaluation.audit import audit
+    from carseg.runs import checkpoints_in
+
+    audit(args.dir, checkpoints_in(args.ckpt), args.out, args.top, not args.no_tta, args.images)
+
+
 def _calibrate(args: argparse.Namespace) -> None:
     import json
 
@@ -350,6 +357,22 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), required=True)
     cache.add_argument("--mask-source", choices=["auto", "gif", "rle"], default="auto")
     cache.set_defaults(func=_cache)
+    aud = data.add_parser(
+        "audit", help="rank DIR's pairs by how much the model's sure prediction disagrees with the given mask"
+    )
+    aud.add_argument("dir", help="a Carvana-layout folder with masks")
+    aud.add_argument(
+        "--ckpt",
+        nargs="+",
+        action="extend",
+        required=True,
+        help="a cross-validation folder (each pair judged by the fold that held its car out), or checkpoints",
+    )
+    aud.add_argument("--out", default="audit", help="folder for audit.csv and audit_suspects.png")
+    aud.add_argument("--top", type=int, default=12, help="suspects in the panel")
+    aud.add_argument("--no-tta", action="store_true")
+    aud.add_argument("--images", type=int, help="only the first N pairs")
+    aud.set_defaults(func=_audit)
     download = data.add_parser("download", help="download the Carvana competition files with the kaggle package")
     download.add_argument("dir")
     download.add_argument("--test", action="store_true", help="also the 100,064 test images (about 14 GB)")

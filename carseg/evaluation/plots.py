@@ -57,7 +57,7 @@ def plot_curves(metrics_csv: str | Path, out_dir: str | Path) -> list[Path]:
     return [w for w in written if w is not None]
 
 
-def _picture_grid(
+def picture_grid(
     rows: Sequence[tuple[str, Sequence[np.ndarray]]],
     columns: Sequence[str],
     out: str | Path,
@@ -98,7 +98,7 @@ def prediction_panels(
         for name, image, truth, pred, comp in rows
     ]
     columns = ["input", "true mask", "predicted mask", "on a new background"]
-    return _picture_grid(grid, columns, out, title, cell=(13, 2.3), dpi=110)
+    return picture_grid(grid, columns, out, title, cell=(13, 2.3), dpi=110)
 
 
 def edge_spots(truth: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict[str, tuple[int, int]]:
@@ -131,7 +131,7 @@ def edge_crop_panels(
 ) -> Path:
     """Rows of (label, pictures): zoomed full-size crops side by side, one column per way of cutting out."""
     cell = (3.1 * len(columns), 3.1)
-    return _picture_grid(rows, columns, out, title, cell=cell, dpi=100, interpolation="nearest", title_size=10)
+    return picture_grid(rows, columns, out, title, cell=cell, dpi=100, interpolation="nearest", title_size=10)
 
 
 def review_curve(score: Sequence[float], iou: Sequence[float], out: str | Path) -> Path:

@@ -1,0 +1,126 @@
+"""`carseg data audit`: rank a data set's training pairs by how much the model's prediction disagrees with the
+given mask, where the model is sure of itself, to find hand-made masks with mistakes.
+
+Best with the folds of a cross-validation sweep (`cv=kfold`): each pair is judged by the fold that held its
+car out, so no model judges a mask it trained on. A single checkpoint judges every pair (in-sample for the
+cars it trained on, which hides mistakes it learned)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.progress import track
+
+from carseg import console, runs
+from carseg.data.carvana import Record, read_car_list, scan, split_by_car
+from carseg.data.io import read_image, read_mask
+from carseg.drawing import PREDICTION_COLOUR, TRUTH_COLOUR, overlay
+from carseg.errors import CarsegError
+from carseg.evaluation.plots import picture_grid
+from carseg.inference.predictor import Predictor
+
+SURE = 0.9  # a pixel where the model's probability is beyond this (or under 1 - this) counts as sure
+MISSING_COLOUR, EXTRA_COLOUR = (230, 40, 40), (40, 90, 230)
+
+
+def held_out_cars(ckpt: Path, records: list[Record]) -> set[str] | None:
+    """The cars of `records` that the run of `ckpt` validated on (did not train on), from its config; None
+    when the run's split cannot be read."""
+    run_dir = runs.run_dir_of(ckpt)
+    if run_dir is None:
+        return None
+    try:
+        dm = runs.run_config(run_dir).datamodule
+    except (OSError, ValueError, KeyError):
+        return None
+    val_cars = list(dm.get("val_cars") or []) or (read_car_list(dm.val_cars_file) if dm.get("val_cars_file") else None)
+    fold = dm.get("fold")
+    _, val = split_by_car(
+        records, float(dm.get("val_fraction", 0.15)), int(dm.get("seed", 42)), val_cars, fold, dm.get("num_folds", 5)
+    )
+    return {r.car_id for r in val}
+
+
+def disagreement(prob: np.ndarray, given: np.ndarray) -> dict[str, Any]:
+    """How a prediction (probabilities) and a given 0/1 mask disagree where the model is sure."""
+    given = given.astype(bool)
+    sure_car, sure_ground = prob > SURE, prob < 1 - SURE
+    missing = given & sure_ground  # the mask says car, the model is sure it is not
+    extra = ~given & sure_car  # the mask says background, the model is sure it is car
+    pred = prob > 0.5
+    union = (pred | given).sum()
+    return {
+        "suspect_pixels": int(missing.sum() + extra.sum()),
+        "missing_in_mask": int(extra.sum()),
+        "extra_in_mask": int(missing.sum()),
+        "iou_with_prediction": float((pred & given).sum() / union) if union else 1.0,
+        "_map": (missing, extra),
+    }
+
+
+def audit(
+    data_dir: str | Path,
+    ckpts: list[Path],
+    out: str | Path,
+    top: int = 12,
+    tta: bool = True,
+    images: int | None = None,
+) -> pd.DataFrame:
+    """Write `audit.csv` (every pair, the most suspect first) and `audit_suspects.png` (the `top` suspects:
+    photo, given mask, prediction, where they disagree) into `out`; the table."""
+    records = scan(data_dir, "auto")
+    records = records[:images] if images else records
+    if not records:
+        raise CarsegError(f"{data_dir}: no photo-mask pairs to audit")
+    judges: list[tuple[Path, set[str] | None]] = [(c, held_out_cars(c, records)) for c in ckpts]
+    if len(judges) > 1 and any(cars is None for _, cars in judges):
+        raise CarsegError("carseg data audit: a fold's split cannot be read from its run folder; give its run")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    predictors = {c: Predictor(ckpt=c, tta=tta) for c, _ in judges}
+    rows, maps = [], {}
+    for record in track(records, description=f"auditing {len(records)} pairs"):
+        judge = next((c for c, cars in judges if cars is not None and record.car_id in cars), None)
+        out_of_fold = judge is not None
+        judge = judge or judges[0][0]
+        image = read_image(record.image)
+        prob = predictors[judge].probabilities([image])[0]
+        found = disagreement(prob, read_mask(record, prob.shape))
+        maps[record.image.name] = found.pop("_map")
+        rows.append(
+            {
+                "image": record.image.name,
+                "car_id": record.car_id,
+                "angle": record.angle,
+                **found,
+                "judged_by": str(judge),
+                "out_of_fold": out_of_fold,
+            }
+        )
+    table = pd.DataFrame(rows).sort_values(["suspect_pixels", "image"], ascending=[False, True])
+    table.to_csv(out / "audit.csv", index=False)
+    by_name = {r.image.name: r for r in records}
+    panel_rows = []
+    for name in table["image"].head(top):
+        record = by_name[name]
+        image = read_image(record.image)
+        given = read_mask(record, image.shape[:2])
+        prob = predictors[Path(table.set_index("image").loc[name, "judged_by"])].probabilities([image])[0]
+        missing, extra = maps[name]
+        marked = overlay(overlay(image, extra, EXTRA_COLOUR), missing, MISSING_COLOUR)
+        panel_rows.append(
+            (name, [image, overlay(image, given, TRUTH_COLOUR), overlay(image, prob > 0.5, PREDICTION_COLOUR), marked])
+        )
+    columns = ["photo", "given mask", "prediction", "red: mask says car, blue: mask misses car"]
+    if panel_rows:
+        picture_grid(panel_rows, columns, out / "audit_suspects.png", "Most suspect masks", cell=(13, 2.3), dpi=110)
+    share = float(table["out_of_fold"].mean())
+    console.info(
+        f"audited {len(table)} pairs ({share:.0%} judged out of fold); the most suspect: "
+        + ", ".join(f"{r.image} ({r.suspect_pixels} px)" for r in table.head(3).itertuples())
+        + f"; {out / 'audit.csv'}, {out / 'audit_suspects.png'}"
+    )
+    return table
