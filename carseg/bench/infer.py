@@ -19,17 +19,17 @@ from carseg.bench.measure import check_device, gpu_peak_mib, peak_rss_mb, random
 from carseg.bench.report import show, write
 from carseg.data.io import read_image
 from carseg.errors import CarsegError
+from carseg.hardware import inference_precision
 from carseg.inference.export import export_onnx
-from carseg.inference.predictor import Predictor
-from carseg.models.checkpoint import load_refiner
+from carseg.inference.predictor import Predictor, compile_mode
+from carseg.models.checkpoint import embed_refiner, load_refiner
+from carseg.models.refiner import EdgeRefiner
 
 AGREEMENT_TO_COUNT = 0.999
 
 
 def _default_path(device: str) -> dict[str, Any]:
     """What Predictor does by default on `device` (precision "auto", channels_last, compile "auto")."""
-    from carseg.hardware import inference_precision
-    from carseg.inference.predictor import compile_mode
 
     dev = torch.device(device)
     return {"precision": inference_precision("auto", dev), "channels_last": True, "compile": compile_mode("auto", dev)}
@@ -91,8 +91,6 @@ def plan(names: list[str], batches: tuple[int, ...], edges: list[bool]) -> list[
 
 def with_random_refiner(ckpt: Path, out: Path, band: int = 16) -> Path:
     """A copy of `ckpt` carrying an untrained edge refiner (not the identity), to time the refiner's cost."""
-    from carseg.models.checkpoint import embed_refiner
-    from carseg.models.refiner import EdgeRefiner
 
     torch.manual_seed(0)
     shutil.copy(ckpt, out)

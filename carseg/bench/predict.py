@@ -15,8 +15,9 @@ from typing import Any
 from carseg import console
 from carseg.bench.measure import random_checkpoint
 from carseg.bench.report import show, write
-from carseg.data.io import image_size
+from carseg.data.io import image_size, read_image
 from carseg.errors import CarsegError
+from carseg.inference.predictor import Predictor
 
 KAGGLE_TEST_PHOTOS = 100_064
 
@@ -47,9 +48,6 @@ def model_rate(ckpt: Path, files: Sequence[Path], device: str) -> float:
     """Photos/s of the model alone in one process, as `carseg predict` runs it (its default Predictor, batch
     BATCH), on photos decoded beforehand: the rate the whole command is measured against."""
     import torch
-
-    from carseg.data.io import read_image
-    from carseg.inference.predictor import Predictor
 
     predictor = Predictor(ckpt=ckpt, device=device)
     images = [read_image(f) for f in files]

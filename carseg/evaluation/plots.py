@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 
 from carseg.drawing import PREDICTION_COLOUR, TRUTH_COLOUR, overlay  # noqa: E402
 from carseg.errors import CarsegError  # noqa: E402
+from carseg.models.quality import risk_coverage  # noqa: E402
 
 
 def epoch_table(metrics_csv: str | Path) -> pd.DataFrame:
@@ -137,8 +138,6 @@ def edge_crop_panels(
 def review_curve(score: Sequence[float], iou: Sequence[float], out: str | Path) -> Path:
     """Risk against coverage: the mean IoU of the photos accepted as the share sent to review (lowest quality
     score first) grows, beside the same by true IoU (the best any score could do) and at random."""
-    from carseg.models.quality import risk_coverage
-
     score, iou = np.asarray(score, float), np.asarray(iou, float)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     for label, order, style in (("quality score", score, "-"), ("true IoU (ideal)", iou, ":")):
