@@ -45,21 +45,30 @@ def test_bench_infer_smoke(best_ckpt, tiny_data, tmp_path):
 
 
 def test_bench_recipe_scores_a_finished_run(trained, tiny_data, tmp_path):
+    import shutil
+
     from PIL import Image
 
     from carseg.bench.recipe import run
+    from carseg.models.checkpoint import load_quality
 
     out = tmp_path / "recipe.json"
+    run_dir = tmp_path / "run"  # a copy: the recipe stores the quality calibration in the run's checkpoint
+    shutil.copytree(trained[0], run_dir)
     run(
         "example",
         str(tiny_data),
         str(out),
         refine_radius=0,
         figures=str(tmp_path / "fig"),
-        run_dir=str(trained[0]),
+        run_dir=str(run_dir),
         speed_steps=1,
     )
     result = json.loads(out.read_text())
+    calibration = result["quality_calibration"]
+    assert calibration["photos"] == TINY_PAIRS and -1 <= calibration["spearman_held_out_cars"] <= 1
+    assert load_quality(next((run_dir / "checkpoints").glob("epoch_*.ckpt"))) is not None
+    assert all(e["quality"]["calibrated"] for e in result["evaluations"])
     # the day's speed beside the wall times: the bare step of the experiment's model at each of its sizes
     assert result["bare_step_rate"] and all(r["bare step img/s"] > 0 for r in result["bare_step_rate"])
     assert result["stage1_steps"] == json.loads((trained[0] / "summary.json").read_text())["global_step"]

@@ -30,6 +30,7 @@ from carseg.bench.report import show, write
 from carseg.bench.train import Case, bare_loop
 from carseg.config import compose_config, config_choices
 from carseg.errors import CarsegError
+from carseg.evaluation.calibrate import calibrate
 from carseg.models.checkpoint import load_refiner
 
 TRAIN = [sys.executable, "-m", "carseg.entrypoints.train"]
@@ -129,8 +130,11 @@ def run(
     summary = runs.read_summary(run_dir)
     if summary is None:
         raise CarsegError(f"{Path(run_dir) / runs.SUMMARY}: missing; the training run did not finish")
-    ckpt = summary["best_checkpoint"]
+    ckpt = str(runs.best_checkpoint(run_dir) or summary["best_checkpoint"])  # in this folder, if it was moved
     has_refiner = load_refiner(ckpt) is not None
+    # the quality score's calibration on the evaluation folder's cars (which the recipe never trains on),
+    # judged car by car; the evaluations below then report the calibrated score
+    calibration = calibrate(ckpt, eval_dir, tta=True)
     evals, outputs = [], []
     for tta in (False, True):
         for edge in (False, True) if has_refiner else (False,):
@@ -161,6 +165,7 @@ def run(
                         "images": metrics["images"],
                         "predict_seconds_per_image": metrics.get("predict_seconds_per_image"),
                         "eval_seconds": round(seconds, 1),
+                        "quality": metrics.get("quality"),
                     }
                 )
     _cars_improved(evals, outputs)
@@ -184,15 +189,17 @@ def run(
         "eval_dir": str(eval_dir),
         "evaluations": evals,
         "refiner_ceiling": ceiling,
+        "quality_calibration": calibration,
     }
-    show(f"{experiment}: {payload['train_minutes']} min of training, scored on {eval_dir}", evals)
+    shown = [{k: v for k, v in e.items() if k != "quality"} for e in evals]
+    show(f"{experiment}: {payload['train_minutes']} min of training, scored on {eval_dir}", shown)
     write(out, payload)
     if figures:
         fig_dir = Path(figures)
         fig_dir.mkdir(parents=True, exist_ok=True)
         # the figures of the best scoring evaluation
         best = outputs[max(range(len(evals)), key=lambda i: (evals[i]["mean_iou"], evals[i]["tta_flip"]))]
-        for name in ("loss_curve.png", "iou_curve.png", "panels.png", "worst.png"):
+        for name in ("loss_curve.png", "iou_curve.png", "panels.png", "worst.png", "review_curve.png"):
             if (best / name).is_file():
                 _small_png(best / name, fig_dir / name)
         if has_refiner:
