@@ -65,7 +65,7 @@ class Predictor:
             raise CarsegError(f"refine_radius={refine_radius}, refine_eps={refine_eps}: need radius >= 0, eps > 0")
         self.refine_radius, self.refine_eps = int(refine_radius), float(refine_eps)
         if (ckpt is None) == (onnx is None):
-            raise CarsegError("give exactly one of a checkpoint (--ckpt) or an ONNX model (--onnx)")
+            raise CarsegError("give exactly one of a checkpoint or an ONNX model to predict with")
         self.tta = tta
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.session = None
@@ -81,7 +81,7 @@ class Predictor:
         if ckpt is not None:
             paths = [ckpt] if isinstance(ckpt, str | Path) else list(ckpt)
             if not paths:
-                raise CarsegError("--ckpt: no checkpoint given")
+                raise CarsegError("no checkpoint given: name one (or several, an ensemble)")
             thresholds = set()
             for path in paths:
                 module, trained_size = load_checkpoint(path, map_location=str(self.device))
@@ -95,7 +95,7 @@ class Predictor:
                 thresholds.add(float(module.hparams.get("threshold", 0.5)))
                 self.members.append((module, trained_size if input_size == "train" else input_size))
             if len(thresholds) > 1:
-                raise CarsegError(f"--ckpt: the ensemble's checkpoints use different thresholds {sorted(thresholds)}")
+                raise CarsegError(f"the ensemble's checkpoints use different thresholds {sorted(thresholds)}: use one")
             self.module, self.threshold = self.members[0][0], thresholds.pop()
             self.quality_model = load_quality(paths[0])
             if edge_refiner:
@@ -338,7 +338,7 @@ def _onnx_session(path: Path, threads: int | None) -> tuple[Any, float, list[int
     """The ONNX Runtime session and the model's metadata: threshold, training size, pad multiple (models
     exported before the pad rule was recorded padded to 32)."""
     if not path.is_file():
-        raise CarsegError(f"--onnx {path}: no such file")
+        raise CarsegError(f"{path}: no such ONNX model file")
     session = _ort_session(path, threads)
     meta = session.get_modelmeta().custom_metadata_map
     size = json.loads(meta["input_size"]) if meta.get("input_size") else None
@@ -355,8 +355,8 @@ def _onnx_refiner(path: Path, session: Any, threads: int | None) -> tuple[TileRe
     second = path.with_name(meta["refiner"])
     if not second.is_file():
         raise CarsegError(
-            f"--onnx {path}: its edge refiner {second.name} is missing beside it (`carseg export` writes both); "
-            f"copy it there, export again, or predict without it (--no-refiner)"
+            f"{path}: its edge refiner {second.name} is missing beside it (`carseg export` writes both); copy it "
+            "there, export again, or predict without it (--no-refiner in carseg predict and serve)"
         )
     refiner = _ort_session(second, threads)
 
