@@ -47,18 +47,14 @@ class _ConsoleHandler(logging.StreamHandler):
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
 
 
-def _root_has_console() -> bool:
-    """Whether the root logger already prints to a terminal (logging.basicConfig, Hydra's default console)."""
-    return any(type(h) is logging.StreamHandler for h in logging.getLogger().handlers)
-
-
 def console_logging() -> logging.Logger:
-    """Show the `carseg` logger's messages on the console, once (the first message does it too), unless the
-    root logger already has a console of its own, which then shows them in its format."""
+    """Show the `carseg` logger's messages on the console, once (the first message does it too). They also
+    reach the root logger's handlers (a run's log file); a program whose root logger prints to the console
+    too can drop carseg's own: `logging.getLogger("carseg").handlers.clear()`."""
+    if not any(isinstance(h, _ConsoleHandler) for h in LOG.handlers):
+        LOG.addHandler(_ConsoleHandler())
     if LOG.level == logging.NOTSET:
         LOG.setLevel(logging.INFO)
-        if not _root_has_console() and not any(isinstance(h, _ConsoleHandler) for h in LOG.handlers):
-            LOG.addHandler(_ConsoleHandler())
     return LOG
 
 

@@ -111,7 +111,7 @@ def test_bench_predict_smoke(best_ckpt, tiny_data, tmp_path):
     result = json.loads(out.read_text())
     (row,) = result["runs"]
     assert result["model_only_img_s"] > 0  # the model alone, beside the whole command
-    assert row["end-to-end / model-only"] == pytest.approx(row["img/s (running)"] / result["model_only_img_s"], 0.01)
+    assert row["end-to-end / model-only"] == pytest.approx(row["img/s (running)"] / result["model_only_img_s"], 0.05)
     assert row["processes"] == 1 and row["photos"] == 8 and row["img/s (running)"] > 0 and row["speed-up"] == 1
     assert row["hours for 100,064 photos"] == pytest.approx(100_064 / row["img/s (running)"] / 3600, abs=0.01)
 
