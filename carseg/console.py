@@ -51,6 +51,7 @@ def console_logging() -> logging.Logger:
     """Show the `carseg` logger's messages on the console, once (the first message does it too). They also
     reach the root logger's handlers (a run's log file); a program whose root logger prints to the console
     too can drop carseg's own: `logging.getLogger("carseg").handlers.clear()`."""
+    LOG.disabled = False  # logging.config.dictConfig elsewhere (a library, a launcher) disables loggers it omits
     if not any(isinstance(h, _ConsoleHandler) for h in LOG.handlers):
         LOG.addHandler(_ConsoleHandler())
     if LOG.level == logging.NOTSET:

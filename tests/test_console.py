@@ -1,0 +1,18 @@
+"""carseg's messages reach the console whatever else configured logging before them."""
+
+import logging
+import logging.config
+import sys
+
+from carseg import console
+
+
+def test_messages_survive_a_dictconfig_and_a_root_console(capsys, monkeypatch):
+    console.info("first")
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [*root.handlers, logging.StreamHandler(sys.stderr)])
+    logging.config.dictConfig({"version": 1})  # disables the loggers it does not name
+    console.info("second")
+    console.warning("third")
+    captured = capsys.readouterr()
+    assert "carseg: second" in captured.out and "carseg: warning: third" in captured.err
