@@ -80,11 +80,6 @@ def warning(message: str) -> None:
     console_logging().warning(message)
 
 
-def every_rank_warning(message: str) -> None:
-    """A warning from whichever process has it (a problem of that process alone)."""
-    console_logging().warning(message)
-
-
 FIRST = ("datamodule", "model", "trainer", "callbacks", "logger", "paths")
 
 
