@@ -9,6 +9,13 @@ import torch
 import torch.nn.functional as F
 
 
+def inner_edge(mask: np.ndarray) -> np.ndarray:
+    """The one-pixel inner edge (H, W) bool of a 0/1 mask: car pixels with a background pixel among their
+    8 neighbours (the frame counts as more of the mask)."""
+    m = mask.astype(np.uint8)
+    return (m - cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)).astype(bool)
+
+
 def edge_band(mask: np.ndarray, radius: int) -> np.ndarray:
     """Pixels (H, W) bool with both classes of a 0/1 mask within `radius` pixels (square neighbourhood):
     the band of half-width `radius` around its edge, on either side; none where the mask has no edge."""

@@ -6,18 +6,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from carseg.masks import edge_band
-
-
-def _boundary(mask: np.ndarray) -> np.ndarray:
-    """One-pixel inner boundary of a binary mask."""
-    m = mask.astype(np.uint8)
-    return (m - cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)).astype(bool)
+from carseg.masks import edge_band, inner_edge
 
 
 def boundary_f1(pred: np.ndarray, truth: np.ndarray, tolerance: int = 2) -> float:
     """F1 of boundary pixels matched within `tolerance` pixels (1.0 when both masks are empty)."""
-    bp, bt = _boundary(pred), _boundary(truth)
+    bp, bt = inner_edge(pred), inner_edge(truth)
     if not bp.any() and not bt.any():
         return 1.0
     if not bp.any() or not bt.any():

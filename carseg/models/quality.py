@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
 from carseg.errors import CarsegError
-from carseg.masks import edge_band
+from carseg.masks import edge_band, inner_edge
 
 FEATURES = ("flip_disagreement", "uncertain_share", "edge_entropy", "refiner_moved", "area", "touches_frame")
 # the calibration's inputs: the per-edge-pixel signals enter as log1p, the rest as they are
@@ -27,8 +26,7 @@ RIDGE = 1e-2
 
 def edge_pixels(mask: np.ndarray) -> int:
     """Pixels on the edge of a 0/1 mask (at least 1)."""
-    m = mask.astype(np.uint8, copy=False)
-    return max(1, int((m != cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)).sum()))
+    return max(1, int(inner_edge(mask).sum()))
 
 
 def features(
