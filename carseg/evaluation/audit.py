@@ -23,7 +23,7 @@ from carseg.evaluation.plots import picture_grid
 from carseg.inference.predictor import Predictor
 
 SURE = 0.9  # a pixel where the model's probability is beyond this (or under 1 - this) counts as sure
-MISSING_COLOUR, EXTRA_COLOUR = (230, 40, 40), (40, 90, 230)
+MASK_ONLY_COLOUR, MODEL_ONLY_COLOUR = (230, 40, 40), (40, 90, 230)  # red, blue
 
 
 def held_out_cars(ckpt: Path, records: list[Record]) -> set[str] | None:
@@ -44,21 +44,21 @@ def held_out_cars(ckpt: Path, records: list[Record]) -> set[str] | None:
     return {r.car_id for r in val}
 
 
-def disagreement(prob: np.ndarray, given: np.ndarray) -> dict[str, Any]:
-    """How a prediction (probabilities) and a given 0/1 mask disagree where the model is sure."""
+def disagreement(prob: np.ndarray, given: np.ndarray) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+    """How a prediction (probabilities) and a given 0/1 mask disagree where the model is sure: the counts,
+    and the maps (mask only: the mask says car, the model is sure it is not; model only: the other way)."""
     given = given.astype(bool)
     sure_car, sure_ground = prob > SURE, prob < 1 - SURE
-    missing = given & sure_ground  # the mask says car, the model is sure it is not
-    extra = ~given & sure_car  # the mask says background, the model is sure it is car
+    mask_only = given & sure_ground  # the mask says car, the model is sure it is not
+    model_only = ~given & sure_car  # the mask says background, the model is sure it is car
     pred = prob > 0.5
     union = (pred | given).sum()
     return {
-        "suspect_pixels": int(missing.sum() + extra.sum()),
-        "missing_in_mask": int(extra.sum()),
-        "extra_in_mask": int(missing.sum()),
+        "suspect_pixels": int(mask_only.sum() + model_only.sum()),
+        "missing_in_mask": int(model_only.sum()),
+        "extra_in_mask": int(mask_only.sum()),
         "iou_with_prediction": float((pred & given).sum() / union) if union else 1.0,
-        "_map": (missing, extra),
-    }
+    }, (mask_only, model_only)
 
 
 def audit(
@@ -81,15 +81,14 @@ def audit(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     predictors = {c: Predictor(ckpt=c, tta=tta) for c, _ in judges}
-    rows, maps = [], {}
+    rows = []
     for record in track(records, description=f"auditing {len(records)} pairs"):
         judge = next((c for c, cars in judges if cars is not None and record.car_id in cars), None)
         out_of_fold = judge is not None
         judge = judge or judges[0][0]
         image = read_image(record.image)
         prob = predictors[judge].probabilities([image])[0]
-        found = disagreement(prob, read_mask(record, prob.shape))
-        maps[record.image.name] = found.pop("_map")
+        found, _ = disagreement(prob, read_mask(record, prob.shape))
         rows.append(
             {
                 "image": record.image.name,
@@ -109,8 +108,8 @@ def audit(
         image = read_image(record.image)
         given = read_mask(record, image.shape[:2])
         prob = predictors[Path(table.set_index("image").loc[name, "judged_by"])].probabilities([image])[0]
-        missing, extra = maps[name]
-        marked = overlay(overlay(image, extra, EXTRA_COLOUR), missing, MISSING_COLOUR)
+        _, (mask_only, model_only) = disagreement(prob, given)
+        marked = overlay(overlay(image, model_only, MODEL_ONLY_COLOUR), mask_only, MASK_ONLY_COLOUR)
         panel_rows.append(
             (name, [image, overlay(image, given, TRUTH_COLOUR), overlay(image, prob > 0.5, PREDICTION_COLOUR), marked])
         )
