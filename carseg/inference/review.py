@@ -26,6 +26,11 @@ def part_path(review: Path, run_id: str, rank: int) -> Path:
     return review.with_name(f".{review.name}.{run_id}-rank{rank}")
 
 
+def parts_of(review: Path) -> list[Path]:
+    """Every part file beside `review`: this run's processes' and those of runs stopped before they merged."""
+    return sorted(review.parent.glob(f".{review.name}.*-rank*"))  # part_path's names
+
+
 def row(index: int, path: Path, quality: dict[str, Any]) -> list[Any]:
     """A part file's row: the input index, then COLUMNS."""
     signals = [round(float(quality[name]), 5) for name in FEATURES]

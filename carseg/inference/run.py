@@ -22,7 +22,7 @@ from carseg.errors import CarsegError
 from carseg.inference.photos import PhotoDataset, as_list, list_inputs
 from carseg.inference.prediction_module import PredictionModule
 from carseg.inference.predictor import Predictor
-from carseg.inference.review import merge_review, send_to_review
+from carseg.inference.review import merge_review, parts_of, send_to_review
 from carseg.inference.writer import (
     OutputWriter,
     failures_path,
@@ -193,8 +193,7 @@ def _finish(
     copy the photos under `review_below` for review; (rows, failures)."""
     rows = merge_submission(submission, {p.name: i for i, p in enumerate(paths)}) if submission is not None else None
     if writer.review is not None:
-        parts = sorted(writer.review.parent.glob(f".{writer.review.name}.*-rank*"))  # this run's and stopped ones'
-        reviewed = merge_review(writer.review, parts)
+        reviewed = merge_review(writer.review, parts_of(writer.review))
         if review_below is not None:
             folder = writer.review.parent / "review"
             sent = send_to_review(reviewed, review_below, writer.out_dir, folder)
