@@ -237,14 +237,11 @@ def _serve(args: argparse.Namespace) -> None:
     if args.port < 0 or args.port > 65535:
         raise CarsegError(f"--port {args.port}: give 0..65535")
     limits = ConnectionLimits(args.header_timeout, args.body_timeout, args.max_connections)
-    for flag, value in (("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout)):
-        if not value > 0:
-            raise CarsegError(f"{flag} {value}: give a positive number of seconds")
+    for name, value, fix in limits.problems()[:1]:  # the limits' own checks, named as this command's flags
+        raise CarsegError(f"--{name.replace('_', '-')} {value}: give {fix}")
     for flag, value in (("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels)):
         if not value > 0:
             raise CarsegError(f"{flag} {value}: give a positive number")
-    if args.max_connections < 1:
-        raise CarsegError(f"--max-connections {args.max_connections}: give at least 1")
     options = predictor_options(args)
     config = ServeConfig(
         ckpt=options.pop("ckpt"),

@@ -28,13 +28,21 @@ class ConnectionLimits:
     max_connections: int = 128
     keep_alive: float = 5.0  # an idle connection between requests (uvicorn's timeout_keep_alive)
 
+    def problems(self) -> list[tuple[str, Any, str]]:
+        """(field, value, what to give) of each limit that is not positive; each face names its own field."""
+        found = [
+            (name, getattr(self, name), "a positive number of seconds")
+            for name in ("header_timeout", "body_timeout", "keep_alive")
+            if not getattr(self, name) > 0
+        ]
+        if self.max_connections < 1:
+            found.append(("max_connections", self.max_connections, "at least 1"))
+        return found
+
     def check(self) -> None:
         """Each limit positive, else a ValueError naming it."""
-        for name in ("header_timeout", "body_timeout", "keep_alive"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)}: give a positive number of seconds")
-        if self.max_connections < 1:
-            raise ValueError(f"max_connections={self.max_connections}: give at least 1")
+        for name, value, fix in self.problems()[:1]:
+            raise ValueError(f"{name}={value}: give {fix}")
 
 
 def _response(status: int, reason: str, text: str) -> bytes:
