@@ -221,7 +221,9 @@ def _calibrate(args: argparse.Namespace) -> None:
     from carseg.runs import checkpoints_in
 
     ckpt = checkpoints_in([args.ckpt])[0]
-    report = calibrate(ckpt, args.dir, args.target, not args.no_tta, args.images, write=not args.dry_run)
+    report = calibrate(
+        ckpt, args.dir, args.target, not args.no_tta, args.images, write=not args.dry_run, photos_csv=args.photos
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
@@ -490,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--images", type=int, help="only the first N photos")
     cal.add_argument("--dry-run", action="store_true", help="report only; leave the checkpoint as it is")
     cal.add_argument("--out", help="also write the report as JSON")
+    cal.add_argument("--photos", help="also write every photo's signals and true scores as CSV")
     cal.set_defaults(func=_calibrate)
 
     export = commands.add_parser("export", help="export a checkpoint to ONNX (dynamic batch and size)")

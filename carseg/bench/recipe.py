@@ -134,7 +134,7 @@ def run(
     has_refiner = load_refiner(ckpt) is not None
     # the quality score's calibration on the evaluation folder's cars (which the recipe never trains on),
     # judged car by car; the evaluations below then report the calibrated score
-    calibration = calibrate(ckpt, eval_dir, tta=True)
+    calibration = calibrate(ckpt, eval_dir, tta=True, photos_csv=Path(run_dir) / "eval" / "calibration_photos.csv")
     evals, outputs = [], []
     for tta in (False, True):
         for edge in (False, True) if has_refiner else (False,):

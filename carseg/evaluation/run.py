@@ -22,7 +22,7 @@ from carseg.evaluation.metrics import edge_composite_error, image_metrics
 from carseg.evaluation.plots import plot_curves, prediction_panels, review_curve
 from carseg.inference.background import composite, load_background
 from carseg.inference.predictor import Predictor
-from carseg.models.quality import FEATURES, caught, spearman
+from carseg.models.quality import FEATURES, ranking
 
 METRICS = ["iou", "dice", "iou_2class", "pixel_accuracy", "boundary_f1", "edge_error", "edge_error_mask"]
 
@@ -43,10 +43,8 @@ def _quality_report(table: pd.DataFrame, predictor: Predictor) -> dict[str, Any]
     return {
         "calibrated": calibration is not None,
         "target": calibration.target if calibration is not None else "raw",
-        "spearman_boundary_f1": round(spearman(table["quality"], table["boundary_f1"]), 4),
-        "spearman_iou": round(spearman(table["quality"], table["iou"]), 4),
         # flagging the 10% lowest scores: the share of the 10% worst photos by true IoU it catches
-        "worst_10pct_caught": round(caught(table["quality"], table["iou"], 0.1), 4),
+        **ranking(table["quality"], table["iou"], table["boundary_f1"]),
         "mean_abs_error": (
             round(float((table["quality"] - table[calibration.target]).abs().mean()), 4) if calibration else None
         ),

@@ -20,6 +20,8 @@ from carseg.masks import edge_band, inner_edge
 FEATURES = ("flip_disagreement", "uncertain_share", "edge_entropy", "refiner_moved", "area", "touches_frame")
 # the calibration's inputs: the per-edge-pixel signals enter as log1p, the rest as they are
 LOGGED = {"flip_disagreement", "uncertain_share", "refiner_moved"}
+# the signals that read worse when higher (the area and the frame have no direction of their own)
+WORSE_WHEN_HIGH = ("flip_disagreement", "uncertain_share", "edge_entropy", "refiner_moved")
 UNCERTAIN = (0.1, 0.9)
 RIDGE = 1e-2
 
@@ -121,12 +123,17 @@ class QualityModel:
         )
 
 
-def fit_quality(rows: list[dict[str, float]], truth: list[float], target: str = "boundary_f1") -> QualityModel:
+def fit_quality(
+    rows: list[dict[str, float]],
+    truth: list[float],
+    target: str = "boundary_f1",
+    names: tuple[str, ...] = FEATURES,
+) -> QualityModel:
     """The calibration of the signals `rows` to the true `target` of the same photos (ridge least squares on
-    standardised features; features not measured for every photo are left out)."""
+    standardised features; of `names`, those not measured for every photo are left out)."""
     if len(rows) != len(truth) or len(rows) < 8:
         raise CarsegError(f"quality calibration: {len(rows)} photos; it needs at least 8 with their true masks")
-    names = tuple(n for n in FEATURES if all(np.isfinite(r.get(n, np.nan)) for r in rows))
+    names = tuple(n for n in names if all(np.isfinite(r.get(n, np.nan)) for r in rows))
     x = _design(rows, names)
     mean, std = x.mean(0), x.std(0)
     std[std < 1e-9] = 1.0
@@ -138,6 +145,25 @@ def fit_quality(rows: list[dict[str, float]], truth: list[float], target: str = 
     predicted = [model.predict(r) for r in rows]
     model.notes = {"spearman_in_sample": spearman(predicted, truth)}
     return model
+
+
+def held_out_scores(
+    rows: list[dict[str, float]],
+    truth: list[float],
+    groups: list[str],
+    target: str = "boundary_f1",
+    names: tuple[str, ...] = FEATURES,
+) -> np.ndarray:
+    """Each photo's calibrated score from a fit on the other groups' photos only (groups: the car ids, so
+    that no car is scored by a calibration that saw it)."""
+    scores = np.zeros(len(rows))
+    for group in sorted(set(groups)):
+        inside = [i for i, g in enumerate(groups) if g != group]
+        model = fit_quality([rows[i] for i in inside], [truth[i] for i in inside], target, names)
+        for i, g in enumerate(groups):
+            if g == group:
+                scores[i] = model.predict(rows[i])
+    return scores
 
 
 def spearman(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> float:
@@ -153,6 +179,18 @@ def caught(score: list[float] | np.ndarray, truth: list[float] | np.ndarray, sha
     k = max(1, round(share * len(score)))
     worst, flagged = set(np.argsort(truth, kind="stable")[:k]), set(np.argsort(score, kind="stable")[:k])
     return len(worst & flagged) / k
+
+
+def ranking(score: np.ndarray, iou: np.ndarray, boundary_f1: np.ndarray, share: float = 0.1) -> dict[str, float]:
+    """How well `score` (higher: better) ranks photos by their true quality: Spearman with the true boundary
+    F1 and IoU, and the part of the `share` worst photos (by IoU; by boundary F1) that flagging the `share`
+    lowest scores catches."""
+    return {
+        "spearman_boundary_f1": round(spearman(score, boundary_f1), 4),
+        "spearman_iou": round(spearman(score, iou), 4),
+        "worst_10pct_caught": round(caught(score, iou, share), 4),
+        "worst_10pct_boundary_f1_caught": round(caught(score, boundary_f1, share), 4),
+    }
 
 
 def risk_coverage(score: list[float] | np.ndarray, iou: list[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,12 +3,15 @@ constructed case where the photo and its mirror image disagree."""
 
 import gzip
 import shutil
+import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from carseg.errors import CarsegError
+from carseg.evaluation.calibrate import judge, score_cost
 from carseg.inference.predictor import Predictor
 from carseg.models.checkpoint import embed_quality, load_quality
 from carseg.models.quality import FEATURES, QualityModel, caught, features, fit_quality, raw_score, risk_coverage
@@ -93,6 +96,54 @@ def test_ranking_helpers():
     assert np.all(np.diff(accepted[:3]) > 0)  # sending the lowest scores first raises the accepted mean
 
 
+def test_the_judgement_says_what_each_signal_contributes():
+    """Photos of 8 cars whose true quality follows the flip disagreement alone: the score ranks them well
+    car by car, that signal alone ranks them as well, and the score without it loses the ranking; a signal
+    of pure noise adds nothing."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for car in range(8):
+        for angle in range(16):
+            flip = float(rng.uniform(0, 3))
+            bf1 = 0.95 - 0.2 * flip + float(rng.normal(0, 0.01))
+            signals = {n: float(rng.uniform(0, 1)) for n in FEATURES}
+            signals["flip_disagreement"] = flip
+            rows.append({"car_id": f"car{car}", "image": f"{car}_{angle}.jpg", "boundary_f1": bf1, **signals})
+            rows[-1]["iou"] = 1 - (1 - bf1) / 10
+    judged = judge(pd.DataFrame(rows))
+    held_out, signals = judged["held_out_cars"], judged["signals"]
+    assert held_out["spearman_boundary_f1"] > 0.9 and held_out["worst_10pct_caught"] >= 0.7
+    assert signals["flip_disagreement"]["alone"]["spearman_boundary_f1"] > 0.9
+    assert signals["flip_disagreement"]["score_without_it"]["spearman_boundary_f1"] < 0.3
+    noise = signals["edge_entropy"]
+    assert abs(noise["alone"]["spearman_boundary_f1"]) < 0.3 and noise["direction"] == "higher is worse"
+    assert noise["score_without_it"]["spearman_boundary_f1"] > 0.9
+    assert "from the data" in signals["area"]["direction"]
+
+
+def test_the_score_cost_is_the_time_it_adds(monkeypatch):
+    """On a clock that each cut-out advances by a known time, the score's cost is exactly what it adds, and
+    the warm-up photo is not counted."""
+    clock = [0.0]
+
+    class Timed:
+        def mattes(self, images):
+            clock[0] += 1.0 * len(images)
+
+        def assess(self, images):
+            clock[0] += 1.25 * len(images)
+
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    cost = score_cost(Timed(), [np.zeros((4, 4, 3), np.uint8)] * 3)
+    assert cost == {
+        "photos": 3,
+        "seconds_per_photo_without_score": 1.0,
+        "seconds_per_photo_with_score": 1.25,
+        "added_share": 0.25,
+    }
+    assert clock[0] == 2.25 * 4  # three photos and the warm-up, each cut out both ways
+
+
 @pytest.mark.slow
 def test_carseg_calibrate_fits_on_unseen_cars_and_the_checkpoint_then_predicts_the_score(
     best_ckpt, tiny_data, tmp_path
@@ -106,9 +157,26 @@ def test_carseg_calibrate_fits_on_unseen_cars_and_the_checkpoint_then_predicts_t
     ckpt = tmp_path / "model.ckpt"
     shutil.copy(best_ckpt, ckpt)
     report = tmp_path / "calibration.json"
-    cli(["calibrate", str(tiny_data), "--ckpt", str(ckpt), "--out", str(report), "--images", "48"])
+    photos = tmp_path / "photos.csv"
+    cli(
+        [
+            "calibrate",
+            str(tiny_data),
+            "--ckpt",
+            str(ckpt),
+            "--out",
+            str(report),
+            "--images",
+            "48",
+            "--photos",
+            str(photos),
+        ]
+    )
     result = json.loads(report.read_text())
     assert result["photos"] == 48 and result["cars"] == 3 and result["target"] == "boundary_f1"
+    table = pd.read_csv(photos)
+    assert len(table) == 48 and set(FEATURES) <= set(table.columns) and table["iou"].between(0, 1).all()
+    assert set(result["signals"]) == set(result["features"]) and result["cost"]["photos"] == 8
     assert -1 <= result["spearman_held_out_cars"] <= 1 and 0 <= result["mean_abs_error_held_out_cars"] <= 1
     quality = load_quality(ckpt)
     assert quality is not None and quality.fitted_on == 48 and list(quality.names) == result["features"]
