@@ -77,34 +77,53 @@ class PredictionSamples(pl.Callback):
 
 class EpochTimes(pl.Callback):
     """The wall time of every epoch (training, validation, checkpoint writes: all it costs), its training size
-    and images, and the sum per training size (the stages of progressive resizing), for the run's summary."""
+    and images, and the sum per training size (the stages of progressive resizing), for the run's summary.
+
+    The times travel in the checkpoints, so a resumed run reports the epochs of every process that worked on
+    it; an epoch that a stop cut in two is counted once, with the time and images of both parts."""
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, Any]] = []
         self._start: float | None = None
         self._epoch, self._size, self._images = 0, None, 0
 
+    def _record(self) -> dict[str, Any]:
+        seconds = time.perf_counter() - self._start
+        return {
+            "epoch": self._epoch,
+            "size": self._size,
+            "images": self._images,
+            "seconds": round(seconds, 1),
+            "img/s": round(self._images / seconds, 2) if seconds > 0 else None,
+        }
+
     def _close(self) -> None:
         if self._start is None:
             return
-        seconds = time.perf_counter() - self._start
-        self.epochs.append(
-            {
-                "epoch": self._epoch,
-                "size": self._size,
-                "images": self._images,
-                "seconds": round(seconds, 1),
-                "img/s": round(self._images / seconds, 2) if seconds > 0 else None,
-            }
-        )
+        self.epochs.append(self._record())
         self._start = None
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._close()
+    def state_dict(self) -> dict[str, Any]:
+        """The finished epochs and the one under way up to now (what a run resumed from here has spent)."""
+        under_way = [] if self._start is None else [{**self._record(), "until_checkpoint": True}]
+        return {"epochs": [dict(e) for e in self.epochs] + under_way}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs = [dict(e) for e in state_dict.get("epochs", [])]
+
+    def _open(self, trainer: pl.Trainer) -> None:
         datamodule = getattr(trainer, "datamodule", None)
         size = datamodule.train_size(trainer.current_epoch) if hasattr(datamodule, "train_size") else None
         self._epoch, self._size = trainer.current_epoch, list(size) if size is not None else None
         self._start, self._images = time.perf_counter(), 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close()
+        self._open(trainer)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self._start is None:  # an epoch resumed part way: Lightning does not start it again
+            self._open(trainer)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, *args: Any
@@ -118,10 +137,12 @@ class EpochTimes(pl.Callback):
     def stages(self) -> list[dict[str, Any]]:
         """Epochs, images and minutes per training size, in the order the sizes came."""
         stages: dict[str, dict[str, Any]] = {}
+        epochs: dict[str, set[int]] = {}
         for row in self.epochs:
             key = "x".join(map(str, row["size"])) if row["size"] else "all"
             stage = stages.setdefault(key, {"size": key, "epochs": 0, "images": 0, "seconds": 0.0})
-            stage["epochs"] += 1
+            epochs.setdefault(key, set()).add(row["epoch"])  # an epoch cut in two by a stop counts once
+            stage["epochs"] = len(epochs[key])
             stage["images"] += row["images"]
             stage["seconds"] = round(stage["seconds"] + row["seconds"], 1)
         return [{**s, "minutes": round(s["seconds"] / 60, 2)} for s in stages.values()]

@@ -205,7 +205,20 @@ def test_last_checkpoint_every_epoch_and_at_the_stop(tiny_root, tmp_path):
     resumed = tmp_path / "resumed"
     result = run_script("train.py", [*base, f"ckpt_path={last}", f"hydra.run.dir={resumed}"])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((resumed / "summary.json").read_text())["global_step"] == 5 * steps
+    summary = json.loads((resumed / "summary.json").read_text())
+    assert summary["global_step"] == 5 * steps
+    # the wall times of both processes: epoch 3 in two parts, counted once in its stage
+    times = summary["epoch_times"]
+    assert [(e["epoch"], e.get("until_checkpoint", False)) for e in times] == [
+        (0, False),
+        (1, False),
+        (2, False),
+        (3, True),
+        (3, False),
+        (4, False),
+    ]
+    assert sum(e["images"] for e in times) == 5 * steps * 8 and all(e["seconds"] > 0 for e in times)
+    assert [s["epochs"] for s in summary["stages"]] == [5]
 
 
 def test_an_interrupted_optuna_study_continues(tiny_root, tmp_path):
