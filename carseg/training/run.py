@@ -25,6 +25,7 @@ from carseg.processes import end_with_launcher
 from carseg.training import ddp
 from carseg.training.callbacks import EpochTimes
 from carseg.training.devices import resolve_trainer_args
+from carseg.training.loggers import carry_history
 from carseg.training.refinement import check_refiner_config, train_refiner
 
 MODES = ("max", "min")
@@ -236,6 +237,8 @@ def _train(cfg: DictConfig) -> float | None:
     resume_from = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir)
     if resume_from is not None:
         console.info(f"resuming from {resume_from}")
+        if rank_zero_only.rank == 0:
+            carry_history(cfg.get("logger"), resume_from)  # the new run's curves start at step 0
     _configure_wandb(cfg, resume_from)
     if cfg.get("refiner"):
         check_refiner_config(cfg.refiner)

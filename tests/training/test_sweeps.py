@@ -219,6 +219,12 @@ def test_last_checkpoint_every_epoch_and_at_the_stop(tiny_root, tmp_path):
     ]
     assert sum(e["images"] for e in times) == 5 * steps * 8 and all(e["seconds"] > 0 for e in times)
     assert [s["epochs"] for s in summary["stages"]] == [5]
+    # the resumed run's metrics.csv holds the whole history, each epoch's validation once
+    history = pd.read_csv(resumed / "csv" / "metrics.csv")
+    validated = history.dropna(subset=["val/iou"])
+    assert validated["epoch"].tolist() == [0, 1, 2, 3, 4]
+    logged = history.dropna(subset=["train/loss_step"])["step"]
+    assert logged.is_unique and logged.min() < 3 * steps < 3 * steps + 3 < logged.max()
 
 
 def test_an_interrupted_optuna_study_continues(tiny_root, tmp_path):
