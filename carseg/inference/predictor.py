@@ -205,7 +205,9 @@ class Predictor:
             probs = torch.sigmoid(shifted).numpy()
             coarse = parts.get("coarse")
             for n, prob in enumerate(probs):
-                signals = quality_features(prob, parts["disagreement"][n], None if coarse is None else coarse[n])
+                signals = quality_features(
+                    prob, parts["disagreement"][n], None if coarse is None else coarse[n], images[n]
+                )
                 qualities[n] = self._quality(signals)
         probs = shifted.mul_(self.alpha_sharpness).sigmoid_().numpy()  # `shifted` is this function's own now
         return [

@@ -1,7 +1,8 @@
 """How sure a cut-out is, without the truth: label-free signals of one prediction (how much the photo and its
-mirror image disagree, how much of the edge is uncertain, how far the edge refiner moved it, the car's area
-and whether it leaves the frame), and a small calibration that turns them into the predicted boundary F1
-(2 px) of that photo, fitted on photos of cars the model did not train on and stored in the checkpoint.
+mirror image disagree, how much of the edge is uncertain, how far the edge refiner moved it, how much of it
+runs where car and backdrop look alike, the car's area and whether it leaves the frame), and a small
+calibration that turns them into the predicted boundary F1 (2 px) of that photo, fitted on photos of cars
+the model did not train on and stored in the checkpoint.
 
 Without a fitted calibration the score is the raw one, 1 / (1 + flip disagreement + uncertain share), both
 per edge pixel: higher is better, 1 is perfectly sure, but it is not a boundary F1.
@@ -12,17 +13,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 from carseg.errors import CarsegError
 from carseg.masks import edge_band, inner_edge
 
-FEATURES = ("flip_disagreement", "uncertain_share", "edge_entropy", "refiner_moved", "area", "touches_frame")
+FEATURES = (
+    "flip_disagreement",
+    "uncertain_share",
+    "edge_entropy",
+    "refiner_moved",
+    "low_contrast_edge",
+    "area",
+    "touches_frame",
+)
 # the calibration's inputs: the per-edge-pixel signals enter as log1p, the rest as they are
 LOGGED = {"flip_disagreement", "uncertain_share", "refiner_moved"}
 # the signals that read worse when higher (the area and the frame have no direction of their own)
-WORSE_WHEN_HIGH = ("flip_disagreement", "uncertain_share", "edge_entropy", "refiner_moved")
+WORSE_WHEN_HIGH = ("flip_disagreement", "uncertain_share", "edge_entropy", "refiner_moved", "low_contrast_edge")
 UNCERTAIN = (0.1, 0.9)
+# RGB distance (0..255) under which the car just inside its edge and the backdrop just outside look alike
+LOW_CONTRAST = 24.0
+# the photo is read at 1/CONTRAST_SCALE of its size for the contrast, in windows of CONTRAST_WINDOW pixels
+CONTRAST_SCALE, CONTRAST_WINDOW = 4, 7
 RIDGE = 1e-2
 
 
@@ -31,14 +45,34 @@ def edge_pixels(mask: np.ndarray) -> int:
     return max(1, int(inner_edge(mask).sum()))
 
 
+def low_contrast_edge(image: np.ndarray, mask: np.ndarray) -> float:
+    """The share of the mask's edge where the photo's colour just inside it and just outside it differ by
+    less than LOW_CONTRAST: paint close to the backdrop's colour, where cut-outs go wrong. Measured on the
+    photo at 1/CONTRAST_SCALE of its size, each side's mean colour within CONTRAST_WINDOW pixels."""
+    h, w = mask.shape
+    size = (max(1, w // CONTRAST_SCALE), max(1, h // CONTRAST_SCALE))
+    photo = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    car = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    window = (CONTRAST_WINDOW, CONTRAST_WINDOW)
+    inside_share, outside_share = cv2.blur(car, window), cv2.blur(1.0 - car, window)
+    edge = (inside_share > 0.2) & (outside_share > 0.2)  # both sides in the window: on the edge
+    if not edge.any():
+        return 0.0
+    inside = cv2.blur(photo * car[..., None], window)[edge] / inside_share[edge, None]
+    outside = cv2.blur(photo * (1.0 - car)[..., None], window)[edge] / outside_share[edge, None]
+    return float((np.linalg.norm(inside - outside, axis=1) < LOW_CONTRAST).mean())
+
+
 def features(
     prob: np.ndarray,
     flip_disagreement_px: float | None = None,
     coarse_mask: np.ndarray | None = None,
+    image: np.ndarray | None = None,
 ) -> dict[str, float]:
     """The label-free signals of one prediction: `prob` (H, W) the final probability (0.5: the mask's
     threshold); `flip_disagreement_px` the pixels where the photo's and its mirror's masks disagree (at full
-    size; None: not measured); `coarse_mask` the mask before the edge refiner (None: no refiner)."""
+    size; None: not measured); `coarse_mask` the mask before the edge refiner (None: no refiner); `image`
+    the photo (H, W, 3) uint8, for the contrast along the edge (None: not measured)."""
     mask = prob > 0.5
     edges = edge_pixels(mask)
     lo, hi = UNCERTAIN
@@ -51,6 +85,7 @@ def features(
         "uncertain_share": float(((prob > lo) & (prob < hi)).sum()) / edges,
         "edge_entropy": entropy,
         "refiner_moved": 0.0 if coarse_mask is None else float((coarse_mask.astype(bool) != mask).sum()) / edges,
+        "low_contrast_edge": float("nan") if image is None else low_contrast_edge(image, mask),
         "area": float(mask.mean()),
         "touches_frame": float(border.mean()),
     }

@@ -33,7 +33,7 @@ def _car(h=64, w=96) -> np.ndarray:
 
 
 def test_disagreement_and_doubt_lower_the_raw_score():
-    sure = features(_car(), flip_disagreement_px=0)
+    sure = features(_car(), flip_disagreement_px=0, image=np.zeros((64, 96, 3), np.uint8))
     assert set(sure) == set(FEATURES) and sure["uncertain_share"] == 0 and sure["refiner_moved"] == 0
     flipped = features(_car(), flip_disagreement_px=300)
     doubtful = _car()
@@ -41,6 +41,25 @@ def test_disagreement_and_doubt_lower_the_raw_score():
     assert raw_score(sure) == 1.0 > raw_score(features(doubtful, 0)) and raw_score(flipped) < raw_score(sure)
     moved = features(_car(), 0, coarse_mask=np.zeros((64, 96), bool))
     assert moved["refiner_moved"] > 5  # the refiner made the whole car
+
+
+def test_an_edge_where_car_and_backdrop_look_alike_is_measured():
+    """A grey car on a grey backdrop has its whole edge in low contrast; a dark car on it none; a car whose
+    lower half matches the backdrop about half."""
+    prob = np.full((256, 384), 0.02, np.float32)
+    prob[60:200, 60:320] = 0.98
+    mask = prob > 0.5
+    photos = {}
+    for name, colour in (("alike", 128), ("dark", 20)):
+        photo = np.full((256, 384, 3), 128, np.uint8)
+        photo[mask] = colour
+        photos[name] = photo
+    half = photos["dark"].copy()
+    half[130:][mask[130:]] = 128
+    share = {name: features(prob, 0, None, photo)["low_contrast_edge"] for name, photo in photos.items()}
+    assert share["alike"] == 1.0 and share["dark"] == 0.0
+    assert 0.2 < features(prob, 0, None, half)["low_contrast_edge"] < 0.8
+    assert np.isnan(features(prob, 0)["low_contrast_edge"])  # no photo: not measured
 
 
 def test_a_photo_whose_mirror_disagrees_scores_lower(ckpt, monkeypatch):
