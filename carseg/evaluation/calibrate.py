@@ -23,17 +23,23 @@ from carseg.errors import CarsegError
 from carseg.evaluation.metrics import image_metrics
 from carseg.inference.predictor import Predictor
 from carseg.models.checkpoint import embed_quality
-from carseg.models.quality import FEATURES, WORSE_WHEN_HIGH, fit_quality, held_out_scores, ranking, spearman
+from carseg.models.quality import (
+    FEATURES,
+    REVIEW_SHARE,
+    WORSE_WHEN_HIGH,
+    fit_quality,
+    held_out_scores,
+    ranking,
+    spearman,
+)
 
 TARGETS = ("boundary_f1", "iou")
-# the share of photos flagged for review, and of the worst photos it should catch
-FLAGGED = 0.1
 
 
 def _ranking(score: np.ndarray, table: pd.DataFrame, target: str) -> dict[str, float]:
     """How well `score` (higher: better) ranks the photos of `table` by their true quality, and its mean
     error as a prediction of `target`."""
-    judged = ranking(score, table["iou"], table["boundary_f1"], FLAGGED)
+    judged = ranking(score, table["iou"], table["boundary_f1"])
     return {**judged, "mean_abs_error": round(float(np.mean(np.abs(score - table[target]))), 4)}
 
 
@@ -56,8 +62,7 @@ def judge(table: pd.DataFrame, target: str = "boundary_f1") -> dict[str, Any]:
         else:
             sign = 1.0 if spearman(values, truth) >= 0 else -1.0
             direction = f"{'higher' if sign > 0 else 'lower'} is better (from the data)"
-        alone = _ranking(sign * values, table, target)
-        alone.pop("mean_abs_error")  # a raw signal is not on the target's scale
+        alone = ranking(sign * values, table["iou"], table["boundary_f1"])  # not on the target's scale: no error
         others = tuple(n for n in names if n != name)
         without = _ranking(held_out_scores(rows, truth, cars, target, others), table, target) if others else None
         signals[name] = {"direction": direction, "alone": alone, "score_without_it": without}
@@ -105,9 +110,11 @@ def calibrate(
     if len({r.car_id for r in records}) < 3:
         raise CarsegError(f"{data_dir}: photos of at least 3 cars are needed to fit and judge the calibration")
     predictor = Predictor(ckpt=ckpt, tta=tta)
-    photos = []
+    photos, timing = [], []  # timing: the first `timed` photos, kept for `score_cost` (not read twice)
     for record in track(records, description=f"calibrating on {len(records)} photos"):
         image = read_image(record.image)
+        if len(timing) < timed:
+            timing.append(image)
         ((mask, _, quality),) = predictor.assess([image])
         metrics = image_metrics(mask, read_mask(record, mask.shape), boundary_tolerance)
         photos.append(
@@ -144,14 +151,14 @@ def calibrate(
         **judged,
     }
     if timed:
-        report["cost"] = score_cost(predictor, [read_image(r.image) for r in records[:timed]])
+        report["cost"] = score_cost(predictor, timing)
     if write:
         embed_quality(ckpt, model)
     console.info(
         f"quality calibration on {len(table)} photos of {report['cars']} cars, each car scored by a fit without it: "
         f"Spearman {held_out['spearman_boundary_f1']} with the true boundary F1, {held_out['spearman_iou']} with "
-        f"the IoU; flagging the {FLAGGED:.0%} lowest catches {held_out['worst_10pct_caught']:.0%} of the "
-        f"{FLAGGED:.0%} worst by IoU; "
+        f"the IoU; flagging the {REVIEW_SHARE:.0%} lowest catches {held_out['worst_10pct_caught']:.0%} of the "
+        f"{REVIEW_SHARE:.0%} worst by IoU; "
         + (f"the score adds {report['cost']['added_share']:.1%} to the prediction time; " if timed else "")
         + (f"stored in {ckpt}" if write else "not stored")
     )

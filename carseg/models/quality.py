@@ -38,6 +38,8 @@ LOW_CONTRAST = 24.0
 # the photo is read at 1/CONTRAST_SCALE of its size for the contrast, in windows of CONTRAST_WINDOW pixels
 CONTRAST_SCALE, CONTRAST_WINDOW = 4, 7
 RIDGE = 1e-2
+# the share of photos a score is judged by flagging (the lowest), and of the worst photos it should catch
+REVIEW_SHARE = 0.1
 
 
 def edge_pixels(mask: np.ndarray) -> int:
@@ -216,15 +218,15 @@ def caught(score: list[float] | np.ndarray, truth: list[float] | np.ndarray, sha
     return len(worst & flagged) / k
 
 
-def ranking(score: np.ndarray, iou: np.ndarray, boundary_f1: np.ndarray, share: float = 0.1) -> dict[str, float]:
+def ranking(score: np.ndarray, iou: np.ndarray, boundary_f1: np.ndarray) -> dict[str, float]:
     """How well `score` (higher: better) ranks photos by their true quality: Spearman with the true boundary
-    F1 and IoU, and the part of the `share` worst photos (by IoU; by boundary F1) that flagging the `share`
-    lowest scores catches."""
+    F1 and IoU, and the part of the REVIEW_SHARE worst photos (by IoU; by boundary F1) that flagging the
+    REVIEW_SHARE lowest scores catches."""
     return {
         "spearman_boundary_f1": round(spearman(score, boundary_f1), 4),
         "spearman_iou": round(spearman(score, iou), 4),
-        "worst_10pct_caught": round(caught(score, iou, share), 4),
-        "worst_10pct_boundary_f1_caught": round(caught(score, boundary_f1, share), 4),
+        "worst_10pct_caught": round(caught(score, iou, REVIEW_SHARE), 4),
+        "worst_10pct_boundary_f1_caught": round(caught(score, boundary_f1, REVIEW_SHARE), 4),
     }
 
 
