@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 from rich.progress import track
@@ -24,6 +25,8 @@ from carseg.inference.predictor import Predictor
 
 SURE = 0.9  # a pixel where the model's probability is beyond this (or under 1 - this) counts as sure
 MASK_ONLY_COLOUR, MODEL_ONLY_COLOUR = (230, 40, 40), (40, 90, 230)  # red, blue
+ZOOM = 0.2  # the panel's close-up: a square window of this share of the photo's shorter side
+WINDOW_COLOUR = (255, 200, 0)
 
 
 def held_out_cars(ckpt: Path, records: list[Record]) -> set[str] | None:
@@ -59,6 +62,35 @@ def disagreement(prob: np.ndarray, given: np.ndarray) -> tuple[dict[str, Any], t
         "extra_in_mask": int(mask_only.sum()),
         "iou_with_prediction": float((pred & given).sum() / union) if union else 1.0,
     }, (mask_only, model_only)
+
+
+def densest_window(suspect: np.ndarray, share: float = ZOOM) -> tuple[int, int, int]:
+    """(top, left, side) of the square window, `share` of the shorter side, that holds the most `suspect`
+    pixels: where a close-up shows a disagreement that is a fraction of a percent of the photo."""
+    h, w = suspect.shape
+    side = max(8, min(h, w, round(share * min(h, w))))
+    counts = cv2.boxFilter(suspect.astype(np.float32), -1, (side, side), normalize=False, anchor=(0, 0))
+    counts = counts[: h - side + 1, : w - side + 1]  # windows that lie inside the photo
+    top, left = np.unravel_index(int(np.argmax(counts)), counts.shape)
+    return int(top), int(left), side
+
+
+def _panel_row(image: np.ndarray, given: np.ndarray, prob: np.ndarray) -> list[np.ndarray]:
+    """The photo with its close-up window marked, then the given mask, the prediction and where they
+    disagree, in that window."""
+    _, (mask_only, model_only) = disagreement(prob, given)
+    top, left, side = densest_window(mask_only | model_only)
+    window = (slice(top, top + side), slice(left, left + side))
+    marked = overlay(overlay(image, model_only, MODEL_ONLY_COLOUR), mask_only, MASK_ONLY_COLOUR)
+    photo = image.copy()
+    thick = max(2, min(image.shape[:2]) // 200)
+    cv2.rectangle(photo, (left, top), (left + side - 1, top + side - 1), WINDOW_COLOUR, thick)
+    return [
+        photo,
+        overlay(image, given, TRUTH_COLOUR)[window],
+        overlay(image, prob > 0.5, PREDICTION_COLOUR)[window],
+        marked[window],
+    ]
 
 
 def audit(
@@ -108,14 +140,10 @@ def audit(
         image = read_image(record.image)
         given = read_mask(record, image.shape[:2])
         prob = predictors[Path(table.set_index("image").loc[name, "judged_by"])].probabilities([image])[0]
-        _, (mask_only, model_only) = disagreement(prob, given)
-        marked = overlay(overlay(image, model_only, MODEL_ONLY_COLOUR), mask_only, MASK_ONLY_COLOUR)
-        panel_rows.append(
-            (name, [image, overlay(image, given, TRUTH_COLOUR), overlay(image, prob > 0.5, PREDICTION_COLOUR), marked])
-        )
-    columns = ["photo", "given mask", "prediction", "red: mask says car, blue: mask misses car"]
+        panel_rows.append((name, _panel_row(image, given, prob)))
+    columns = ["photo (close-up in yellow)", "given mask", "prediction", "red: mask says car, blue: mask misses car"]
     if panel_rows:
-        picture_grid(panel_rows, columns, out / "audit_suspects.png", "Most suspect masks", cell=(13, 2.3), dpi=110)
+        picture_grid(panel_rows, columns, out / "audit_suspects.png", "Most suspect masks", cell=(11, 2.6), dpi=110)
     share = float(table["out_of_fold"].mean())
     console.info(
         f"audited {len(table)} pairs ({share:.0%} judged out of fold); the most suspect: "

@@ -10,6 +10,7 @@ from PIL import Image
 
 from carseg.cli import main as cli
 from carseg.data.carvana import scan, split_by_car
+from carseg.evaluation.audit import densest_window
 
 pytestmark = pytest.mark.slow
 
@@ -34,3 +35,14 @@ def test_a_wrong_mask_is_the_first_suspect(trained, tiny_data, tmp_path):
     assert set(table[table["out_of_fold"]]["car_id"]) == val_cars  # the run's validation cars, out of fold
     with Image.open(out / "audit_suspects.png") as im:
         assert im.size[0] > 600
+
+
+def test_the_close_up_holds_the_disagreement():
+    """The panel's close-up window lies inside the photo and holds the densest patch of suspect pixels."""
+    suspect = np.zeros((320, 480), bool)
+    suspect[5:9, 20:400] = True  # a long thin line: fewer pixels in any one window
+    suspect[250:290, 430:470] = True  # a dense blob near the corner
+    top, left, side = densest_window(suspect, 0.25)
+    assert side == 80 and 0 <= top <= 320 - side and 0 <= left <= 480 - side
+    assert suspect[top : top + side, left : left + side].sum() == 40 * 40
+    assert densest_window(np.zeros((50, 60), bool))[2] == 10  # nothing suspect: still a window in the photo
