@@ -81,15 +81,16 @@ def _panel_row(image: np.ndarray, given: np.ndarray, prob: np.ndarray) -> list[n
     _, (mask_only, model_only) = disagreement(prob, given)
     top, left, side = densest_window(mask_only | model_only)
     window = (slice(top, top + side), slice(left, left + side))
-    marked = overlay(overlay(image, model_only, MODEL_ONLY_COLOUR), mask_only, MASK_ONLY_COLOUR)
+    crop = image[window]  # the tints are per pixel: tint the close-up only
+    marked = overlay(overlay(crop, model_only[window], MODEL_ONLY_COLOUR), mask_only[window], MASK_ONLY_COLOUR)
     photo = image.copy()
     thick = max(2, min(image.shape[:2]) // 200)
     cv2.rectangle(photo, (left, top), (left + side - 1, top + side - 1), WINDOW_COLOUR, thick)
     return [
         photo,
-        overlay(image, given, TRUTH_COLOUR)[window],
-        overlay(image, prob > 0.5, PREDICTION_COLOUR)[window],
-        marked[window],
+        overlay(crop, given[window], TRUTH_COLOUR),
+        overlay(crop, prob[window] > 0.5, PREDICTION_COLOUR),
+        marked,
     ]
 
 
