@@ -34,7 +34,8 @@ def test_onnx_matches_the_checkpoint(model, tiny_data, tmp_path):
     assert (onnx.masks(images) == torch_path.masks(images)).mean() >= 0.999
 
 
-def test_onnx_keeps_the_edge_refiner(small_ckpt, sample_full, tmp_path):
+@pytest.mark.parametrize("context", [True, False])
+def test_onnx_keeps_the_edge_refiner(small_ckpt, sample_full, tmp_path, context):
     """The refiner is exported beside the model and used by ONNX Runtime: on real full-size photos the refined
     masks agree with the checkpoint's on nearly every pixel, and on nearly every pixel near the edge, where
     the refiner works."""
@@ -44,7 +45,7 @@ def test_onnx_keeps_the_edge_refiner(small_ckpt, sample_full, tmp_path):
     from carseg.models.refiner import EdgeRefiner
 
     torch.manual_seed(0)
-    refiner = EdgeRefiner(width=16, residual=True)
+    refiner = EdgeRefiner(width=16, residual=True, context=context)
     with torch.no_grad():  # a refiner that changes the edge, as a trained one does
         refiner.head.weight.normal_(0, 0.05)
     module, size = load_checkpoint(small_ckpt)

@@ -4,7 +4,7 @@ import torch
 
 from carseg.errors import CarsegError
 from carseg.models.factory import create_model
-from carseg.models.losses import CombinedLoss
+from carseg.models.losses import CombinedLoss, edge_weights
 from carseg.models.module import SegmentationModule
 
 
@@ -62,3 +62,24 @@ def test_combined_loss_falls_as_prediction_improves():
     assert good < bad
     with pytest.raises(ValueError):
         CombinedLoss(bce=0, dice=0, lovasz=0)
+
+
+def test_edge_weighted_loss_counts_the_edge_more():
+    target = torch.zeros(1, 1, 32, 64)
+    target[..., 8:24, 16:48] = 1
+    near_edge, far = torch.zeros_like(target, dtype=torch.bool), torch.zeros_like(target, dtype=torch.bool)
+    near_edge[..., 8, 30] = True  # on the edge
+    far[..., 16, 30] = True  # deep inside the car
+    plain, weighted = CombinedLoss(bce=1, dice=0), CombinedLoss(bce=1, dice=0, edge_weight=3.0, edge_band=0.05)
+    good = target * 8 - 4
+    wrong_at_edge, wrong_inside = good.masked_fill(near_edge, 4 - 8), good.masked_fill(far, 4 - 8)
+    # unweighted, one wrong pixel costs the same anywhere; weighted, the one on the edge costs more
+    assert torch.isclose(plain(wrong_at_edge, target), plain(wrong_inside, target))
+    base = weighted(good, target)
+    cost_edge, cost_inside = weighted(wrong_at_edge, target) - base, weighted(wrong_inside, target) - base
+    assert torch.isclose(cost_edge, 3 * cost_inside, rtol=1e-3)
+    # the band follows the image's width: 5% of 64 px is 4 px on either side of the edge
+    w = edge_weights(target, 3.0, 0.05)
+    assert w[0, 0, 16, 16 - 4] == 3 and w[0, 0, 16, 16 - 5] == 1 and w[0, 0, 16, 30] == 1
+    with pytest.raises(ValueError, match="edge_weight"):
+        CombinedLoss(edge_weight=0.5)

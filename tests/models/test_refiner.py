@@ -148,3 +148,45 @@ def test_the_alpha_sharpness_fits_how_sure_the_refiner_may_be():
     unsure = torch.where(shifted != masks, torch.full_like(masks, 0.1), (shifted * 2 - 1) * 3)
     k, errors = fit_alpha_sharpness(Fixed(unsure), [batch])
     assert k < max(ALPHA_SHARPNESS) and errors[k] == min(errors.values())
+
+
+def _reach(net: EdgeRefiner) -> int:
+    """How far (pixels) from the centre a change in the photo still moves the centre pixel's output."""
+    net.eval()
+    image, coarse = torch.full((1, 3, 256, 256), 128.0), torch.full((1, 1, 256, 256), 0.5)
+    with torch.no_grad():
+        base = net(image, coarse)[0, 0, 128, 128]
+        for distance in range(256 // 2 - 1, 0, -1):
+            changed = image.clone()
+            changed[..., 128, 128 + distance] = 255.0
+            if not torch.isclose(net(changed, coarse)[0, 0, 128, 128], base, atol=1e-6):
+                return distance
+    return 0
+
+
+def test_without_context_the_refiner_sees_only_the_photo_next_to_each_pixel():
+    torch.manual_seed(0)
+    local, wide = EdgeRefiner(width=8, context=False), EdgeRefiner(width=8, context=True)
+    for net in (local, wide):  # a trained-like last layer (the head starts at zero only with residual)
+        torch.nn.init.normal_(net.head.weight)
+    assert 4 <= _reach(local) <= 12 < 40 <= _reach(wide)
+    image, coarse = torch.rand(2, 3, 32, 48) * 255, torch.rand(2, 1, 32, 48) * 0.98 + 0.01
+    with torch.no_grad():  # untrained and residual, it too is the identity
+        out = EdgeRefiner(width=8, residual=True, context=False).eval()(image, coarse)
+    torch.testing.assert_close(out, torch.logit(coarse), atol=1e-4, rtol=1e-4)
+
+
+def test_a_refiner_without_context_travels_in_the_checkpoint(small_ckpt, tmp_path):
+    import shutil
+
+    path = tmp_path / "m.ckpt"
+    shutil.copy(small_ckpt, path)
+    net = EdgeRefiner(width=8, residual=True, context=False)
+    with torch.no_grad():
+        net.head.weight.normal_()
+    embed_refiner(path, net, band=6)
+    loaded, _ = load_refiner(path)
+    assert not loaded.context and loaded.residual
+    image, coarse = torch.rand(1, 3, 16, 16) * 255, torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(image, coarse), net.eval()(image, coarse))
