@@ -53,8 +53,13 @@ def low_contrast_edge(image: np.ndarray, mask: np.ndarray) -> float:
     photo at 1/CONTRAST_SCALE of its size, each side's mean colour within CONTRAST_WINDOW pixels."""
     h, w = mask.shape
     size = (max(1, w // CONTRAST_SCALE), max(1, h // CONTRAST_SCALE))
+    if h >= CONTRAST_SCALE and w >= CONTRAST_SCALE:  # a whole factor: OpenCV's fast path, 2-3x quicker
+        image, mask = (
+            image[: size[1] * CONTRAST_SCALE, : size[0] * CONTRAST_SCALE],
+            mask[: size[1] * CONTRAST_SCALE, : size[0] * CONTRAST_SCALE],
+        )
     photo = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
-    car = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    car = cv2.resize(mask.astype(np.uint8) * np.uint8(255), size, interpolation=cv2.INTER_AREA) / np.float32(255)
     window = (CONTRAST_WINDOW, CONTRAST_WINDOW)
     inside_share, outside_share = cv2.blur(car, window), cv2.blur(1.0 - car, window)
     edge = (inside_share > 0.2) & (outside_share > 0.2)  # both sides in the window: on the edge

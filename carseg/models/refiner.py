@@ -54,7 +54,7 @@ class EdgeRefiner(nn.Module):
     at zero.
     With `context` (the default) it is a two-level network with a receptive field of about 90 full-size
     pixels and about 8,000 multiply-adds per full-size pixel at width 48. Without, it is two convolutions on
-    the blocks and a 1×1 head: a receptive field of 20 pixels and about 2,500 multiply-adds per pixel at
+    the blocks and a 1×1 head: a receptive field of 20 pixels and about 3,000 multiply-adds per pixel at
     width 48. It can then only move the edge to what the photo shows next to it, which carries over to cars
     it never saw; with 90 pixels of context it also learns the training cars' own shapes.
     """
