@@ -35,3 +35,9 @@ def band_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
     dilated = F.max_pool2d(m, k, stride=1, padding=radius)  # padding counts as background
     eroded = -F.max_pool2d(-m, k, stride=1, padding=radius)  # and here as car: the frame is no edge
     return dilated != eroded
+
+
+def edge_weights(mask: torch.Tensor, weight: float, radius: int) -> torch.Tensor:
+    """Per-pixel loss weights (N, 1, H, W) float: `weight` within `radius` pixels of the edge of 0/1 masks
+    (`band_mask`), 1 elsewhere."""
+    return 1 + (weight - 1) * band_mask(mask, radius).float()

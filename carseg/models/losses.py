@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from segmentation_models_pytorch.losses import DiceLoss, LovaszLoss, SoftBCEWithLogitsLoss
 
-from carseg.masks import band_mask
+from carseg.masks import edge_weights as weights_near_edge
 
 
 def edge_weights(target: torch.Tensor, weight: float, band: float) -> torch.Tensor:
@@ -17,9 +17,7 @@ def edge_weights(target: torch.Tensor, weight: float, band: float) -> torch.Tens
     The band's half-width is `band` × the image's width, in pixels at least 1 (0.01: about 20 px of a
     1918-wide photo, 5 px at 480, 2 px at 240), so that it covers the same part of the car at every size of
     a progressive schedule."""
-    radius = max(1, math.ceil(band * target.shape[-1]))
-    near = band_mask((target >= 0.5).float(), radius)
-    return 1 + (weight - 1) * near.float()
+    return weights_near_edge(target >= 0.5, weight, max(1, math.ceil(band * target.shape[-1])))
 
 
 class CombinedLoss(nn.Module):

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from carseg.errors import CarsegError
-from carseg.masks import band_mask
+from carseg.masks import band_mask, edge_weights
 from carseg.models.metrics import BinaryIoU, BoundaryF1
 from carseg.models.module import IMAGENET_MEAN, IMAGENET_STD
 from carseg.models.schedules import time_progress_of, warmup_cosine
@@ -212,7 +212,7 @@ class RefinerModule(pl.LightningModule):
         if not band.any():
             return logits.sum() * 0, logits, band
         # pixels near the true edge count `edge_weight` times: elsewhere in the band the answer is easy
-        weight = (1 + (self.hparams.edge_weight - 1) * band_mask(mask, self.hparams.edge_radius).float())[band]
+        weight = edge_weights(mask, self.hparams.edge_weight, self.hparams.edge_radius)[band]
         losses = F.binary_cross_entropy_with_logits(logits[band], mask[band], reduction="none")
         return (losses * weight).sum() / weight.sum(), logits, band
 
