@@ -181,6 +181,9 @@ class RefinerModule(pl.LightningModule):
         super().__init__()
         if not 0 <= simulated_fraction <= 1:
             raise CarsegError(f"refiner.module.simulated_fraction={simulated_fraction}: give a share from 0 to 1")
+        for key, value in (("residual", residual), ("context", context)):
+            if not isinstance(value, bool):  # bool("no") is True: a word must not switch it on unseen
+                raise CarsegError(f"refiner.module.{key}={value!r}: give true or false")
         self.save_hyperparameters()
         self.net = EdgeRefiner(width, residual, context)
         self.val_iou, self.val_iou_coarse = BinaryIoU(), BinaryIoU()

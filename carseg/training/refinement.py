@@ -54,6 +54,10 @@ def check_refiner_config(refiner: DictConfig) -> None:
         raise CarsegError(f"refiner.minutes={minutes}: give a deadline in minutes (> 0), or null for none")
     if refiner.get("coarse", "model") not in COARSE_SOURCES:
         raise CarsegError(f"refiner.coarse={refiner.get('coarse')}: give one of {', '.join(COARSE_SOURCES)}")
+    try:  # the module's own checks (a share out of range, a switch given as a word), before hours of stage 1
+        RefinerModule(**OmegaConf.to_container(refiner.module, resolve=True))
+    except TypeError as err:
+        raise CarsegError(f"refiner.module: {err}; see conf/refiner/edge.yaml for its keys") from err
 
 
 def coarse_source(ckpt: str | Path, accelerator: str = "cpu", tta: bool = True) -> CoarseSource:

@@ -124,6 +124,14 @@ def test_the_coarse_input_is_the_batchs_own_with_a_simulated_share():
         RefinerModule(simulated_fraction=1.5)
 
 
+@pytest.mark.parametrize("key", ["context", "residual"])
+def test_a_switch_given_as_a_word_is_refused_by_name(key):
+    """`refiner.module.context=no` reaches the module as the string "no", which bool() reads as true."""
+    with pytest.raises(CarsegError, match=rf"refiner\.module\.{key}='no': give true or false"):
+        RefinerModule(**{key: "no"})
+    assert RefinerModule(width=8, **{key: False}).net.__getattribute__(key) is False
+
+
 def test_the_alpha_sharpness_fits_how_sure_the_refiner_may_be():
     """A refiner whose logits are right but timid gets a sharp alpha; one whose doubt marks its mistakes (the
     edge one pixel off, with logits near 0 there) a softer one than the sharpest."""

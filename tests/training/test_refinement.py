@@ -114,6 +114,9 @@ def test_missing_refiner_data_stops_before_training(tiny_root, tmp_path):
         ("refiner.max_steps=1.5", r"refiner.max_steps=1.5: give the refiner's training steps"),
         ("refiner.minutes=-1", r"refiner.minutes=-1: give a deadline in minutes"),
         ("refiner.coarse=guess", r"refiner.coarse=guess: give one of model, simulated"),
+        ("refiner.module.context=no", r"refiner.module.context='no': give true or false"),
+        ("refiner.module.simulated_fraction=2", r"refiner.module.simulated_fraction=2: give a share"),
+        ("+refiner.module.contxt=false", r"refiner.module: .*'contxt'; see conf/refiner/edge.yaml"),
     ],
 )
 def test_a_refiner_schedule_that_cannot_run_stops_before_training(tiny_root, tiny_data, tmp_path, override, message):
