@@ -52,7 +52,7 @@ def test_bench_recipe_scores_a_finished_run(trained, tiny_data, tmp_path):
     from carseg.bench.recipe import run
     from carseg.models.checkpoint import load_quality
 
-    out = tmp_path / "recipe.json"
+    out = tmp_path / "fig" / "recipe.json"  # in the figures folder, as `make bench-carvana` writes it
     run_dir = tmp_path / "run"  # a copy: the recipe stores the quality calibration in the run's checkpoint
     shutil.copytree(trained[0], run_dir)
     run(

@@ -204,6 +204,7 @@ def run(
                 _small_png(best / name, fig_dir / name)
         if has_refiner:
             _small_png(edge_figure(ckpt, eval_dir, Path(run_dir) / "edge_crops.png"), fig_dir / "edge_crops.png")
-        shutil.copy(out, fig_dir / Path(out).name)
+        if (fig_dir / Path(out).name).resolve() != Path(out).resolve():  # --out may already be in that folder
+            shutil.copy(out, fig_dir / Path(out).name)
         console.info(f"figures written to {fig_dir}")
     return payload

@@ -132,7 +132,12 @@ def calibrate(
         table.to_csv(photos_csv, index=False)
     judged = judge(table, target)
     held_out = judged["held_out_cars"]
-    model = fit_quality(table[list(FEATURES)].to_dict("records"), table[target].tolist(), target)
+    model = fit_quality(
+        table[list(FEATURES)].to_dict("records"),
+        table[target].tolist(),
+        target,
+        groups=table["car_id"].astype(str).tolist(),
+    )
     model.notes.update(
         spearman_held_out_cars=held_out[f"spearman_{target}"],
         mean_abs_error_held_out_cars=held_out["mean_abs_error"],

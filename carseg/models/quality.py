@@ -1,8 +1,13 @@
 """How sure a cut-out is, without the truth: label-free signals of one prediction (how much the photo and its
 mirror image disagree, how much of the edge is uncertain, how far the edge refiner moved it, how much of it
-runs where car and backdrop look alike, the car's area and whether it leaves the frame), and a small
-calibration that turns them into the predicted boundary F1 (2 px) of that photo, fitted on photos of cars
-the model did not train on and stored in the checkpoint.
+runs where car and backdrop look alike, how much of the car is edge, the car's area and whether it leaves
+the frame), and a small calibration that turns them into the predicted boundary F1 (2 px) of that photo,
+fitted on photos of cars the model did not train on and stored in the checkpoint.
+
+The calibration weighs the standardised signals equally, each with the direction fixed in advance, and fits
+only the scale and level: on a few cars a full regression learns those cars, not the signals (car by car
+it ranked worse than any single signal). It moves the weights towards the data's own only as far as
+leaving each car out of the fit shows that this ranks the held-out car better.
 
 Without a fitted calibration the score is the raw one, 1 / (1 + flip disagreement + uncertain share), both
 per edge pixel: higher is better, 1 is perfectly sure, but it is not a boundary F1.
@@ -25,19 +30,29 @@ FEATURES = (
     "edge_entropy",
     "refiner_moved",
     "low_contrast_edge",
+    "edge_per_area",
     "area",
     "touches_frame",
 )
 # the calibration's inputs: the per-edge-pixel signals enter as log1p, the rest as they are
 LOGGED = {"flip_disagreement", "uncertain_share", "refiner_moved"}
 # the signals that read worse when higher (the area and the frame have no direction of their own)
-WORSE_WHEN_HIGH = ("flip_disagreement", "uncertain_share", "edge_entropy", "refiner_moved", "low_contrast_edge")
+WORSE_WHEN_HIGH = (
+    "flip_disagreement",
+    "uncertain_share",
+    "edge_entropy",
+    "refiner_moved",
+    "low_contrast_edge",
+    "edge_per_area",  # the same edge error costs a car with more edge for its size more of its IoU
+)
 UNCERTAIN = (0.1, 0.9)
 # RGB distance (0..255) under which the car just inside its edge and the backdrop just outside look alike
 LOW_CONTRAST = 24.0
 # the photo is read at 1/CONTRAST_SCALE of its size for the contrast, in windows of CONTRAST_WINDOW pixels
 CONTRAST_SCALE, CONTRAST_WINDOW = 4, 7
-RIDGE = 1e-2
+# how far the weights may move from equal towards the data's own (a ridge penalty around the equal weights,
+# per photo): the first is equal weights; a larger one is chosen only where the held-out cars rank better
+SHRINKAGE = (1e6, 3.0, 1.0, 0.3, 0.1)
 # the share of photos a score is judged by flagging (the lowest), and of the worst photos it should catch
 REVIEW_SHARE = 0.1
 
@@ -93,6 +108,7 @@ def features(
         "edge_entropy": entropy,
         "refiner_moved": 0.0 if coarse_mask is None else float((coarse_mask.astype(bool) != mask).sum()) / edges,
         "low_contrast_edge": float("nan") if image is None else low_contrast_edge(image, mask),
+        "edge_per_area": edges / max(1, int(mask.sum())),
         "area": float(mask.mean()),
         "touches_frame": float(border.mean()),
     }
@@ -165,27 +181,77 @@ class QualityModel:
         )
 
 
+def _signs(z: np.ndarray, y: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """Each signal's direction: -1 where higher is worse (fixed in advance), else its correlation's sign."""
+    signs = []
+    for j, name in enumerate(names):
+        if name in WORSE_WHEN_HIGH:
+            signs.append(-1.0)
+        else:
+            c = float(np.dot(z[:, j], y - y.mean()))
+            signs.append(0.0 if abs(c) < 1e-12 else float(np.sign(c)))
+    return np.array(signs)
+
+
+def _weights(z: np.ndarray, y: np.ndarray, signs: np.ndarray, shrinkage: float) -> np.ndarray:
+    """Weights of standardised signals `z` for `y` - mean: equal ones along `signs`, scaled by least
+    squares (never reversed), moved towards the data's own under a ridge penalty `shrinkage` around them."""
+    n, k = z.shape
+    yc = y - y.mean()
+    combined = z @ signs / max(1, int(np.abs(signs).sum()))
+    scale = max(0.0, float(combined @ yc) / max(float(combined @ combined), 1e-12))
+    prior = scale * signs / max(1, int(np.abs(signs).sum()))
+    return np.linalg.solve(z.T @ z + shrinkage * n * np.eye(k), z.T @ yc + shrinkage * n * prior)
+
+
+def _standardised(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean, std = x.mean(0), x.std(0)
+    std[std < 1e-9] = 1.0
+    return (x - mean) / std, mean, std
+
+
+def _choose_shrinkage(x: np.ndarray, y: np.ndarray, groups: list[str], names: tuple[str, ...]) -> float:
+    """The SHRINKAGE whose fits, each leaving one group out, rank the held-out photos best (Spearman);
+    ties go to the one nearer equal weights."""
+    best, best_rho = SHRINKAGE[0], -np.inf
+    labels = np.asarray(groups)
+    for shrinkage in SHRINKAGE:
+        scores = np.zeros(len(y))
+        for group in sorted(set(groups)):
+            out = labels == group
+            z, mean, std = _standardised(x[~out])
+            w = _weights(z, y[~out], _signs(z, y[~out], names), shrinkage)
+            scores[out] = ((x[out] - mean) / std) @ w
+        rho = spearman(scores, y)
+        if np.isfinite(rho) and rho > best_rho + 1e-9:
+            best, best_rho = shrinkage, rho
+    return best
+
+
 def fit_quality(
     rows: list[dict[str, float]],
     truth: list[float],
     target: str = "boundary_f1",
     names: tuple[str, ...] = FEATURES,
+    groups: list[str] | None = None,
 ) -> QualityModel:
-    """The calibration of the signals `rows` to the true `target` of the same photos (ridge least squares on
-    standardised features; of `names`, those not measured for every photo are left out)."""
+    """The calibration of the signals `rows` to the true `target` of the same photos: equal weights on the
+    standardised signals (of `names`, those measured for every photo), scaled by least squares; with
+    `groups` (the photos' car ids, at least 3 cars) the weights move towards the data's own as far as
+    leaving each car out shows that this ranks it better (`SHRINKAGE`)."""
     if len(rows) != len(truth) or len(rows) < 8:
         raise CarsegError(f"quality calibration: {len(rows)} photos; it needs at least 8 with their true masks")
     names = tuple(n for n in names if all(np.isfinite(r.get(n, np.nan)) for r in rows))
     x = _design(rows, names)
-    mean, std = x.mean(0), x.std(0)
-    std[std < 1e-9] = 1.0
-    z = (x - mean) / std
     y = np.asarray(truth, dtype=np.float64)
-    bias = float(y.mean())
-    weights = np.linalg.solve(z.T @ z + RIDGE * len(y) * np.eye(len(names)), z.T @ (y - bias))
-    model = QualityModel(names, mean.tolist(), std.tolist(), weights.tolist(), bias, target, len(rows))
+    shrinkage = SHRINKAGE[0]
+    if groups is not None and len(set(groups)) >= 3:
+        shrinkage = _choose_shrinkage(x, y, list(groups), names)
+    z, mean, std = _standardised(x)
+    weights = _weights(z, y, _signs(z, y, names), shrinkage)
+    model = QualityModel(names, mean.tolist(), std.tolist(), weights.tolist(), float(y.mean()), target, len(rows))
     predicted = [model.predict(r) for r in rows]
-    model.notes = {"spearman_in_sample": spearman(predicted, truth)}
+    model.notes = {"spearman_in_sample": spearman(predicted, truth), "shrinkage": shrinkage}
     return model
 
 
@@ -197,11 +263,13 @@ def held_out_scores(
     names: tuple[str, ...] = FEATURES,
 ) -> np.ndarray:
     """Each photo's calibrated score from a fit on the other groups' photos only (groups: the car ids, so
-    that no car is scored by a calibration that saw it)."""
+    that no car is scored by a calibration that saw it, nor chose its weights)."""
     scores = np.zeros(len(rows))
     for group in sorted(set(groups)):
         inside = [i for i, g in enumerate(groups) if g != group]
-        model = fit_quality([rows[i] for i in inside], [truth[i] for i in inside], target, names)
+        model = fit_quality(
+            [rows[i] for i in inside], [truth[i] for i in inside], target, names, [groups[i] for i in inside]
+        )
         for i, g in enumerate(groups):
             if g == group:
                 scores[i] = model.predict(rows[i])

@@ -107,6 +107,36 @@ def test_the_calibration_round_trips_through_the_checkpoint(ckpt):
         fit_quality(rows[:3], truth[:3])
 
 
+def test_a_car_with_more_edge_for_its_size_says_so():
+    square, thin = np.zeros((64, 96), np.float32), np.zeros((64, 96), np.float32)
+    square[12:52, 28:68] = 1.0  # 1600 pixels
+    thin[28:36, 0:96] = 1.0  # 768 pixels, nearly all of them edge-adjacent
+    assert features(thin, 0)["edge_per_area"] > 2 * features(square, 0)["edge_per_area"] > 0
+
+
+def test_the_calibration_weighs_the_signals_equally_unless_held_out_cars_say_otherwise():
+    """Without car ids every measured signal gets the same weight (its direction fixed where higher is worse);
+    with them, a signal that alone carries the truth in every car gets the larger weight, as leaving each car
+    out shows that this ranks it better."""
+    rng = np.random.default_rng(2)
+    rows, truth, cars = [], [], []
+    for car in range(6):
+        for _ in range(12):
+            signals = {n: float(rng.uniform(0, 1)) for n in FEATURES}
+            rows.append(signals)
+            truth.append(0.9 - 0.2 * signals["uncertain_share"] + float(rng.normal(0, 0.005)))
+            cars.append(f"car{car}")
+    equal = fit_quality(rows, truth)
+    magnitudes = np.abs(equal.weights)
+    np.testing.assert_allclose(magnitudes, magnitudes[0], rtol=1e-4)
+    worse = [n for n in equal.names if n in ("uncertain_share", "edge_entropy", "flip_disagreement")]
+    assert all(equal.weights[equal.names.index(n)] < 0 for n in worse)  # higher is worse: never reversed
+    chosen = fit_quality(rows, truth, groups=cars)
+    assert chosen.notes["shrinkage"] < equal.notes["shrinkage"]
+    w = dict(zip(chosen.names, np.abs(chosen.weights), strict=True))
+    assert w["uncertain_share"] > 3 * max(v for n, v in w.items() if n != "uncertain_share")
+
+
 def test_ranking_helpers():
     score, truth = [0.1, 0.2, 0.9, 0.8, 0.95], [0.5, 0.6, 0.99, 0.97, 0.98]
     assert caught(score, truth, 0.4) == 1.0
