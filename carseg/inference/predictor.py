@@ -21,7 +21,7 @@ from carseg.models.checkpoint import load_checkpoint, load_quality, load_refiner
 from carseg.models.full_size import full_size_logits
 from carseg.models.module import SegmentationModule, threshold_logit
 from carseg.models.padding import DEFAULT_MULTIPLE, pad_to_multiple
-from carseg.models.quality import QualityModel, raw_score
+from carseg.models.quality import REVIEW_BELOW, QualityModel, raw_score
 from carseg.models.quality import features as quality_features
 
 # pixels on either side of the mask's edge where a cut-out's alpha is the model's probability
@@ -218,9 +218,16 @@ class Predictor:
     def _quality(self, signals: dict[str, float]) -> dict[str, Any]:
         if self.quality_model is not None:
             score, target = self.quality_model.predict(signals), self.quality_model.target
+            below = self.quality_model.review_below()
         else:
-            score, target = raw_score(signals), "raw"
-        return {"score": round(score, 4), "calibrated": self.quality_model is not None, "target": target, **signals}
+            score, target, below = raw_score(signals), "raw", REVIEW_BELOW["raw"]
+        return {
+            "score": round(score, 4),
+            "calibrated": self.quality_model is not None,
+            "target": target,
+            "review": bool(score < below),
+            **signals,
+        }
 
     def batched(self, items: Iterable[tuple[Any, np.ndarray]], batch_size: int = 4) -> Iterator[tuple[Any, np.ndarray]]:
         """(key, image) pairs in → (key, mask) pairs out, batching consecutive images of the same size.

@@ -15,7 +15,8 @@ from PIL import Image, ImageDraw
 
 from carseg.models.quality import FEATURES
 
-COLUMNS = ["image", "path", "quality", "calibrated", "target", *FEATURES]
+# review: 1 where the score is under the calibration's own threshold (`QualityModel.review_below`)
+COLUMNS = ["image", "path", "quality", "calibrated", "target", "review", *FEATURES]
 SHEET_TILE = (320, 214)  # a contact sheet's tile (width, height): a 1918x1280 photo's shape
 SHEET_COLUMNS = 4
 SHEET_MAX = 48
@@ -41,6 +42,7 @@ def row(index: int, path: Path, quality: dict[str, Any]) -> list[Any]:
         quality["score"],
         int(bool(quality["calibrated"])),
         quality["target"],
+        int(bool(quality.get("review", False))),
         *signals,
     ]
 

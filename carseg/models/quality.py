@@ -55,6 +55,9 @@ CONTRAST_SCALE, CONTRAST_WINDOW = 4, 7
 SHRINKAGE = (1e6, 3.0, 1.0, 0.3, 0.1)
 # the share of photos a score is judged by flagging (the lowest), and of the worst photos it should catch
 REVIEW_SHARE = 0.1
+# a cut-out scoring under this is sent to review where the calibration has no threshold of its own, by what
+# the score predicts (a raw score is not a boundary F1 and has its own scale)
+REVIEW_BELOW = {"boundary_f1": 0.85, "iou": 0.98, "raw": 0.5}
 
 
 def edge_pixels(mask: np.ndarray) -> int:
@@ -149,6 +152,11 @@ class QualityModel:
             raise CarsegError(f"quality: the calibration needs {', '.join(missing)}, not measured for this photo")
         z = (x - np.array(self.mean)) / np.array(self.std)
         return float(np.clip(self.bias + z @ np.array(self.weights), 0.0, 1.0))
+
+    def review_below(self) -> float:
+        """The score under which a cut-out is sent to review: the calibration's own (the score of the
+        REVIEW_SHARE worst of the photos it was fitted on), else REVIEW_BELOW's for its target."""
+        return float(self.notes.get("review_below", REVIEW_BELOW.get(self.target, 0.0)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (a checkpoint loads with weights_only=True)."""
@@ -251,7 +259,13 @@ def fit_quality(
     weights = _weights(z, y, _signs(z, y, names), shrinkage)
     model = QualityModel(names, mean.tolist(), std.tolist(), weights.tolist(), float(y.mean()), target, len(rows))
     predicted = [model.predict(r) for r in rows]
-    model.notes = {"spearman_in_sample": spearman(predicted, truth), "shrinkage": shrinkage}
+    model.notes = {
+        "spearman_in_sample": spearman(predicted, truth),
+        "shrinkage": shrinkage,
+        # on cars like these, it flags the REVIEW_SHARE it scores worst (a fixed 0.85 flags every photo of a
+        # model whose boundary F1 is 0.76 everywhere)
+        "review_below": float(np.quantile(predicted, REVIEW_SHARE)),
+    }
     return model
 
 

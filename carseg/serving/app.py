@@ -48,9 +48,6 @@ REMOVEBG_SIZES = {
     "hd": 4e6,
 }
 REMOVEBG_TYPES = ("auto", "car", "transportation")
-# a cut-out scoring under this is flagged for review (X-Carseg-Review: 1, a badge on the page), by what the
-# score predicts (a raw score is not a boundary F1 and has its own scale)
-REVIEW_BELOW = {"boundary_f1": 0.85, "iou": 0.98, "raw": 0.5}
 # memory one request in work may add, per pixel of its photo: the photo, its logits at full size, mask,
 # alpha and the encoded result (`make bench-serve` measures it with a photo at the pixel limit)
 REQUEST_BYTES_PER_PIXEL = 24
@@ -225,17 +222,18 @@ def removebg_json(data: bytes, mask: np.ndarray, quality: dict[str, Any] | None 
         "data": {"result_b64": base64.b64encode(data).decode(), **{f"foreground_{k}": v for k, v in box.items()}}
     }
     if quality is not None:
-        body["data"]["carseg_quality"] = {k: quality[k] for k in ("score", "calibrated", "target")}
+        body["data"]["carseg_quality"] = {k: quality[k] for k in ("score", "calibrated", "target", "review")}
     return json.dumps(body).encode()
 
 
 def quality_headers(quality: dict[str, Any]) -> dict[str, str]:
     """The cut-out's quality in answer headers: the score (predicted boundary F1 where the checkpoint has a
-    calibration), what it predicts, and whether it would be sent to review."""
+    calibration), what it predicts, and whether it would be sent to review (under the calibration's own
+    threshold: `QualityModel.review_below`)."""
     return {
         "X-Carseg-Quality": f"{quality['score']:.4f}",
         "X-Carseg-Quality-Target": str(quality["target"]),
-        "X-Carseg-Review": "1" if quality["score"] < REVIEW_BELOW.get(quality["target"], 0.0) else "0",
+        "X-Carseg-Review": "1" if quality["review"] else "0",
     }
 
 

@@ -103,6 +103,12 @@ def test_the_calibration_round_trips_through_the_checkpoint(ckpt):
     assert predictor.quality_model is not None
     ((_, _, quality),) = predictor.assess([np.zeros((64, 96, 3), np.uint8)])
     assert quality["calibrated"] and quality["target"] == "boundary_f1" and 0 <= quality["score"] <= 1
+    # it sends to review the share of photos it scored worst when fitted, not those under a fixed 0.85
+    fitted = sorted(model.predict(r) for r in rows)
+    assert fitted[0] <= model.review_below() <= fitted[len(fitted) // 5]
+    assert quality["review"] == (quality["score"] < model.review_below())
+    older = QualityModel.from_dict({**model.to_dict(), "notes": {}})  # a calibration stored without one
+    assert older.review_below() == 0.85
     with pytest.raises(CarsegError, match="at least 8"):
         fit_quality(rows[:3], truth[:3])
 

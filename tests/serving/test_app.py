@@ -399,4 +399,5 @@ def test_every_cutout_answers_with_its_quality(client, photo):
     removebg = client.post("/v1.0/removebg", files=image, headers={"Accept": "application/json"})
     body = removebg.json()["data"]["carseg_quality"]
     assert body["score"] == pytest.approx(score, abs=1e-4) and body["calibrated"] is False
+    assert body["review"] == (rembg.headers["x-carseg-review"] == "1") == (score < 0.5)  # the raw score's line
     assert float(removebg.headers["x-carseg-quality"]) == pytest.approx(score, abs=1e-4)
