@@ -42,7 +42,7 @@ def row(index: int, path: Path, quality: dict[str, Any]) -> list[Any]:
         quality["score"],
         int(bool(quality["calibrated"])),
         quality["target"],
-        int(bool(quality.get("review", False))),
+        int(bool(quality["review"])),
         *signals,
     ]
 

@@ -201,21 +201,21 @@ def _signs(z: np.ndarray, y: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
     return np.array(signs)
 
 
-def _weights(z: np.ndarray, y: np.ndarray, signs: np.ndarray, shrinkage: float) -> np.ndarray:
-    """Weights of standardised signals `z` for `y` - mean: equal ones along `signs`, scaled by least
-    squares (never reversed), moved towards the data's own under a ridge penalty `shrinkage` around them."""
-    n, k = z.shape
-    yc = y - y.mean()
-    combined = z @ signs / max(1, int(np.abs(signs).sum()))
-    scale = max(0.0, float(combined @ yc) / max(float(combined @ combined), 1e-12))
-    prior = scale * signs / max(1, int(np.abs(signs).sum()))
-    return np.linalg.solve(z.T @ z + shrinkage * n * np.eye(k), z.T @ yc + shrinkage * n * prior)
-
-
-def _standardised(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _fit(
+    x: np.ndarray, y: np.ndarray, names: tuple[str, ...], shrinkage: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, std, weights) of the signals `x` for `y` - mean: equal weights on the standardised signals
+    along their directions (`_signs`), scaled by least squares (never reversed), moved towards the data's
+    own under a ridge penalty `shrinkage` around them."""
     mean, std = x.mean(0), x.std(0)
     std[std < 1e-9] = 1.0
-    return (x - mean) / std, mean, std
+    z = (x - mean) / std
+    n, k = z.shape
+    yc = y - y.mean()
+    signs = _signs(z, y, names)
+    combined = z @ signs
+    prior = signs * max(0.0, float(combined @ yc) / max(float(combined @ combined), 1e-12))
+    return mean, std, np.linalg.solve(z.T @ z + shrinkage * n * np.eye(k), z.T @ yc + shrinkage * n * prior)
 
 
 def _choose_shrinkage(x: np.ndarray, y: np.ndarray, groups: list[str], names: tuple[str, ...]) -> float:
@@ -227,9 +227,8 @@ def _choose_shrinkage(x: np.ndarray, y: np.ndarray, groups: list[str], names: tu
         scores = np.zeros(len(y))
         for group in sorted(set(groups)):
             out = labels == group
-            z, mean, std = _standardised(x[~out])
-            w = _weights(z, y[~out], _signs(z, y[~out], names), shrinkage)
-            scores[out] = ((x[out] - mean) / std) @ w
+            mean, std, weights = _fit(x[~out], y[~out], names, shrinkage)
+            scores[out] = ((x[out] - mean) / std) @ weights
         rho = spearman(scores, y)
         if np.isfinite(rho) and rho > best_rho + 1e-9:
             best, best_rho = shrinkage, rho
@@ -255,8 +254,7 @@ def fit_quality(
     shrinkage = SHRINKAGE[0]
     if groups is not None and len(set(groups)) >= 3:
         shrinkage = _choose_shrinkage(x, y, list(groups), names)
-    z, mean, std = _standardised(x)
-    weights = _weights(z, y, _signs(z, y, names), shrinkage)
+    mean, std, weights = _fit(x, y, names, shrinkage)
     model = QualityModel(names, mean.tolist(), std.tolist(), weights.tolist(), float(y.mean()), target, len(rows))
     predicted = [model.predict(r) for r in rows]
     model.notes = {

@@ -36,6 +36,14 @@ ALPHA_FIT_BATCHES = 16
 COARSE_SOURCES = ("model", "simulated")
 
 
+def refiner_module(refiner: DictConfig) -> RefinerModule:
+    """The RefinerModule of `refiner.module`; a key it does not take is one clear error."""
+    try:
+        return RefinerModule(**OmegaConf.to_container(refiner.module, resolve=True))
+    except TypeError as err:
+        raise CarsegError(f"refiner.module: {err}; see conf/refiner/edge.yaml for its keys") from err
+
+
 def check_refiner_config(refiner: DictConfig) -> None:
     """Fail before the first stage trains when the second cannot: its data must be there, its schedule set."""
     for key in ("data_dir", "val_dir"):
@@ -54,10 +62,7 @@ def check_refiner_config(refiner: DictConfig) -> None:
         raise CarsegError(f"refiner.minutes={minutes}: give a deadline in minutes (> 0), or null for none")
     if refiner.get("coarse", "model") not in COARSE_SOURCES:
         raise CarsegError(f"refiner.coarse={refiner.get('coarse')}: give one of {', '.join(COARSE_SOURCES)}")
-    try:  # the module's own checks (a share out of range, a switch given as a word), before hours of stage 1
-        RefinerModule(**OmegaConf.to_container(refiner.module, resolve=True))
-    except TypeError as err:
-        raise CarsegError(f"refiner.module: {err}; see conf/refiner/edge.yaml for its keys") from err
+    refiner_module(refiner)  # the module's own checks (a share out of range, a switch given as a word)
 
 
 def coarse_source(ckpt: str | Path, accelerator: str = "cpu", tta: bool = True) -> CoarseSource:
@@ -99,7 +104,7 @@ def train_refiner(
         datamodule.coarse_source = coarse_source(
             coarse_ckpt, trainer_args.get("accelerator", "cpu"), bool(refiner.get("coarse_tta", True))
         )
-    module = RefinerModule(**OmegaConf.to_container(refiner.module, resolve=True))
+    module = refiner_module(refiner)
     timer = EpochTimes()
     callbacks: list[pl.Callback] = [timer]
     if refiner.get("minutes"):
