@@ -30,11 +30,29 @@ def _bf16_where(on_gpu: bool) -> str:
     return "bf16" if cpu_has_bf16() else "32"
 
 
+def on_gpu(accelerator: str) -> bool:
+    """Whether Lightning's `accelerator` trains on a GPU ("auto": where one is visible)."""
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
 def training_precision(accelerator: str) -> str:
     """Lightning's precision for `precision: auto`: bf16-mixed where the hardware runs it natively
     (recent GPUs, bf16 CPUs), else 16-mixed on a GPU and 32-true on a CPU."""
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return {"bf16": "bf16-mixed", "16": "16-mixed", "32": "32-true"}[_bf16_where(on_gpu)]
+    return {"bf16": "bf16-mixed", "16": "16-mixed", "32": "32-true"}[_bf16_where(on_gpu(accelerator))]
+
+
+def emulated_bf16(precision: str, gpu: bool) -> bool:
+    """Whether `precision` asks for bf16 on a CPU without bf16 units, where oneDNN emulates it: a U-Net ResNet-18
+    training step at 160x240 measured 9x slower than fp32 on a 2-core AVX2 CPU (0.34 against 3.0 img/s)."""
+    return str(precision).startswith("bf16") and not gpu and not cpu_has_bf16()
+
+
+def emulated_bf16_message(key: str, fix: str) -> str:
+    """The warning for `emulated_bf16`: the key that asked for bf16 and the value that avoids it."""
+    return (
+        f"{key} asks for bf16, but this CPU has no bf16 units (AVX512-BF16 or AMX): bf16 is emulated here and runs "
+        f"several times slower than fp32 (9x for a training step measured on an AVX2 CPU). Fix: {fix}"
+    )
 
 
 def inference_precision(precision: str, device: torch.device) -> str:

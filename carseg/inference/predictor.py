@@ -13,8 +13,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from carseg.console import LOG
 from carseg.errors import CarsegError
-from carseg.hardware import autocast, inference_precision
+from carseg.hardware import autocast, emulated_bf16, emulated_bf16_message, inference_precision
 from carseg.inference.refine import TileRefiner, refine_edges, refine_probabilities
 from carseg.masks import edge_band
 from carseg.models.checkpoint import load_checkpoint, load_quality, load_refiner
@@ -113,6 +114,8 @@ class Predictor:
         # wall seconds spent in `logits` and the images it saw: the prediction time per photo
         self.seconds, self.images = 0.0, 0
         self.precision = inference_precision(precision, self.device) if self.module is not None else "32"
+        if emulated_bf16(self.precision, self.device.type == "cuda"):
+            LOG.warning(emulated_bf16_message(f"precision={precision}", "precision=auto (--precision auto)"))
 
     def _autocast(self) -> Any:
         return autocast(self.precision, self.device)

@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 
+from carseg.console import LOG
 from carseg.errors import CarsegError
-from carseg.hardware import training_precision
+from carseg.hardware import emulated_bf16, emulated_bf16_message, on_gpu, training_precision
 
 GPUS_HELP = (
     "accepted: a number of GPUs (trainer.gpus=2), -1 for all visible GPUs, 0 for the CPU, a string of GPU ids "
@@ -96,6 +97,10 @@ def resolve_trainer_args(args: dict[str, Any]) -> dict[str, Any]:
             args.update(accelerator="gpu", devices=chosen)
             if wanted > 1 and args.get("strategy") in (None, "auto"):
                 args["strategy"] = "ddp"
+    accelerator = str(args.get("accelerator", "auto"))
     if args.get("precision", "auto") == "auto":
-        args["precision"] = training_precision(args.get("accelerator", "auto"))
+        args["precision"] = training_precision(accelerator)
+    elif emulated_bf16(str(args["precision"]), on_gpu(accelerator)):
+        fix = "trainer.precision=32-true (the same schedule; or auto, which picks bf16 only where it is native)"
+        LOG.warning(emulated_bf16_message(f"trainer.precision={args['precision']}", fix))
     return args

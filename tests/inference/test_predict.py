@@ -271,3 +271,15 @@ def test_the_review_queue_lists_every_photo_worst_first_and_copies_the_doubtful(
     assert (folder / "contact_sheet.png").is_file() and not list(review.parent.glob(".review.csv.*"))
     with pytest.raises(CarsegError, match="--review-below 0.5: give --review"):
         predict([photos], predictor, out=out, progress=False, workers=0, review_below=0.5)
+
+
+def test_bf16_inference_on_a_cpu_without_bf16_units_warns(small_ckpt, monkeypatch, caplog):
+    from carseg import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="carseg"):
+        Predictor(ckpt=small_ckpt, precision="32")
+        assert not [r for r in caplog.records if r.name == "carseg"]
+        assert Predictor(ckpt=small_ckpt, precision="bf16").precision == "bf16"
+    (record,) = [r for r in caplog.records if r.name == "carseg"]
+    assert "precision=bf16" in record.getMessage() and "precision=auto" in record.getMessage()

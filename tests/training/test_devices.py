@@ -82,3 +82,23 @@ def test_gpus_minus_one_without_a_gpu_is_an_error_and_zero_the_cpu(monkeypatch):
         with pytest.raises(CarsegError, match="trainer.gpus=-1 asks for all visible GPUs but none is visible"):
             resolve_trainer_args({"gpus": gpus})
     assert resolve_trainer_args({"gpus": "0", "precision": "32-true"})["accelerator"] == "cpu"
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+def test_bf16_on_a_cpu_without_bf16_units_warns_with_the_fix(monkeypatch, caplog, precision):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="carseg"):
+        assert resolve_trainer_args({"precision": precision, "accelerator": "cpu"})["precision"] == precision
+    (record,) = [r for r in caplog.records if r.name == "carseg"]
+    message = record.getMessage()
+    assert f"trainer.precision={precision}" in message and "trainer.precision=32-true" in message
+
+
+@pytest.mark.parametrize(("precision", "native"), [("bf16-mixed", True), ("32-true", False), ("auto", False)])
+def test_no_bf16_warning_where_bf16_is_native_or_not_asked_for(monkeypatch, caplog, precision, native):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: native)
+    with caplog.at_level("WARNING", logger="carseg"):
+        resolve_trainer_args({"precision": precision, "accelerator": "cpu"})
+    assert not [r for r in caplog.records if r.name == "carseg"]
