@@ -333,7 +333,16 @@ def _bench_ceiling(args: argparse.Namespace) -> None:
 def _bench_recipe(args: argparse.Namespace) -> None:
     from carseg.bench.recipe import run
 
-    run(args.experiment, args.eval_dir, args.out, args.refine_radius, args.figures, args.train_args, args.run_dir)
+    run(
+        args.experiment,
+        args.eval_dir,
+        args.out,
+        args.refine_radius,
+        args.figures,
+        args.train_args,
+        args.run_dir,
+        calibrate_dir=args.calibrate_dir,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -527,6 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recipe.add_argument("--figures", help="copy the curves and panels here as small PNGs")
     recipe.add_argument("--run-dir", help="score this finished training run instead of training")
+    recipe.add_argument(
+        "--calibrate-dir",
+        help="fit the quality score on this folder of cars the model never saw (default: --eval-dir, car by car)",
+    )
     recipe.add_argument("--out", default="bench/recipe.json")
     recipe.add_argument("train_args", nargs="*", help="more train.py overrides (key=value)")
     recipe.set_defaults(func=_bench_recipe)

@@ -96,6 +96,35 @@ def test_the_validation_cars_are_written_once():
         assert list(cfg.datamodule.val_cars) == listed
 
 
+def test_carvana_cpu_oof_leaves_the_refiners_cars_out_of_stage_1(tmp_path: Path):
+    """The out-of-fold recipe is experiment=carvana_cpu with the refiner's cars (train_full_32) left out of
+    stage 1: the refiner and the quality calibration then see the stage-1 model's errors on unseen cars."""
+    from carseg.build import build
+    from carseg.data.carvana import scan
+    from tests.helpers import SHARED_CARVANA
+
+    base = compose_cfg("train", ["experiment=carvana_cpu", f"paths.root_dir={tmp_path}"], tmp_path / "a")
+    cfg = compose_cfg("train", ["experiment=carvana_cpu_oof", f"paths.root_dir={tmp_path}"], tmp_path / "b")
+    assert Path(cfg.datamodule.exclude_cars_file).parent == Path(cfg.refiner.data.data_dir)
+    assert cfg.trainer == base.trainer and cfg.model == base.model and cfg.refiner == base.refiner
+    if not (SHARED_CARVANA / "train_full_32" / "cars.txt").is_file():
+        pytest.skip(f"real Carvana data not found at {SHARED_CARVANA} (see the project README: real data tests)")
+    overrides = [
+        "experiment=carvana_cpu_oof",
+        f"paths.root_dir={tmp_path}",
+        f"datamodule.data_dir={SHARED_CARVANA / 'train_480x320'}",
+        f"datamodule.exclude_cars_file={SHARED_CARVANA / 'train_full_32' / 'cars.txt'}",
+        "datamodule.cache=false",
+        "datamodule.num_workers=0",
+    ]
+    dm = build(compose_cfg("train", overrides, tmp_path / "run").datamodule, "datamodule")
+    dm.setup("fit")
+    refiner_cars = {r.car_id for r in scan(SHARED_CARVANA / "train_full_32")}
+    trained = {r.car_id for r in dm.train_set.records}
+    assert len(refiner_cars) == 32 and trained.isdisjoint(refiner_cars)
+    assert len(trained) == len({r.car_id for r in scan(SHARED_CARVANA / "train_480x320")}) - 32 - 8
+
+
 def test_evaluate_config_composes(tmp_path: Path):
     cfg = compose_cfg("evaluate", [f"paths.root_dir={tmp_path}"], tmp_path / "run")
     assert cfg.ckpt_path is None and "datamodule" in cfg
@@ -181,8 +210,14 @@ def test_every_experiment_trains_a_step(experiment, tiny_root, tmp_path: Path):
     if composed.datamodule.size_schedule:  # keep the schedule's shape, at the tiny set's scale
         key, second = ("time", 0.5) if "time" in composed.datamodule.size_schedule[0] else ("epoch", 1)
         overrides.append(f"datamodule.size_schedule=[{{{key}:0,size:[32,48]}},{{{key}:{second},size:[64,96]}}]")
+    tiny = next(tiny_root.glob("synthetic_*"))
+    if composed.datamodule.get("exclude_cars_file"):  # a list of cars left out: one of the tiny set's
+        from carseg.data.carvana import scan
+
+        left_out = tmp_path / "left_out.txt"
+        left_out.write_text(scan(tiny)[0].car_id + "\n")
+        overrides.append(f"datamodule.exclude_cars_file={left_out}")
     if composed.get("refiner"):  # the second stage too, on the tiny set's photos
-        tiny = next(tiny_root.glob("synthetic_*"))
         overrides += [f"refiner.data.data_dir={tiny}", f"refiner.data.val_dir={tiny}", "refiner.data.crop=64"]
         overrides += ["refiner.data.crops_per_epoch=8", "refiner.data.batch_size=4", "refiner.data.val_crops=4"]
         overrides += ["refiner.max_steps=2"]

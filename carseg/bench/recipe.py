@@ -116,9 +116,11 @@ def run(
     train_args: list[str] | None = None,
     run_dir: str | None = None,
     speed_steps: int = 6,
+    calibrate_dir: str | None = None,
 ) -> dict[str, Any]:
     """Measure the machine's bare step (`speed_steps` timed steps a size), train (unless `run_dir` names a
-    finished run) and evaluate; the JSON payload."""
+    finished run), calibrate the quality score on `calibrate_dir` (None: on `eval_dir`, judged car by car)
+    and evaluate; the JSON payload."""
     if not (Path(eval_dir) / "train").is_dir():
         raise CarsegError(f"{eval_dir}: no train/ folder; give a Carvana-layout folder to evaluate on")
     overrides = [f"experiment={experiment}", *(train_args or [])]
@@ -132,9 +134,12 @@ def run(
         raise CarsegError(f"{Path(run_dir) / runs.SUMMARY}: missing; the training run did not finish")
     ckpt = str(runs.best_checkpoint(run_dir) or summary["best_checkpoint"])  # in this folder, if it was moved
     has_refiner = load_refiner(ckpt) is not None
-    # the quality score's calibration on the evaluation folder's cars (which the recipe never trains on),
-    # judged car by car; the evaluations below then report the calibrated score
-    calibration = calibrate(ckpt, eval_dir, tta=True, photos_csv=Path(run_dir) / "eval" / "calibration_photos.csv")
+    # the quality score's calibration, on the evaluation folder's cars (which the recipe never trains on; judged
+    # car by car) or on another folder of cars the model did not train on: the evaluations below then judge
+    # it on cars it was not fitted on
+    calibration = calibrate(
+        ckpt, calibrate_dir or eval_dir, tta=True, photos_csv=Path(run_dir) / "eval" / "calibration_photos.csv"
+    )
     evals, outputs = [], []
     for tta in (False, True):
         for edge in (False, True) if has_refiner else (False,):

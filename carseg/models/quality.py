@@ -1,7 +1,8 @@
 """How sure a cut-out is, without the truth: label-free signals of one prediction (how much the photo and its
 mirror image disagree, how much of the edge is uncertain, how far the edge refiner moved it, how much of it
-runs where car and backdrop look alike, how much of the car is edge, the car's area and whether it leaves
-the frame), and a small calibration that turns them into the predicted boundary F1 (2 px) of that photo,
+runs where car and backdrop look alike, how much of the car is edge, the wrong pixels and edge misses its
+own probabilities expect, the car's shape in the frame, its area and whether it leaves the frame), and a
+small calibration that turns them into the predicted boundary F1 (2 px) of that photo,
 fitted on photos of cars the model did not train on and stored in the checkpoint.
 
 The calibration weighs the standardised signals equally, each with the direction fixed in advance, and fits
@@ -33,6 +34,10 @@ FEATURES = (
     "edge_per_area",
     "area",
     "touches_frame",
+    "expected_error",
+    "edge_miss",
+    "box_fill",
+    "solidity",
 )
 # the calibration's inputs: the per-edge-pixel signals enter as log1p, the rest as they are
 LOGGED = {"flip_disagreement", "uncertain_share", "refiner_moved"}
@@ -44,8 +49,15 @@ WORSE_WHEN_HIGH = (
     "refiner_moved",
     "low_contrast_edge",
     "edge_per_area",  # the same edge error costs a car with more edge for its size more of its IoU
+    "expected_error",
+    "edge_miss",
 )
 UNCERTAIN = (0.1, 0.9)
+# pixels from the mask's edge at which `edge_miss` reads the probability of the other side: an edge pixel
+# further than the boundary F1's 2 px tolerance from the true edge is a miss
+MISS_DISTANCE = 4
+# the mask is read at 1/SHAPE_SCALE of its size for the car's shape (bounding box, convex hull)
+SHAPE_SCALE = 4
 # RGB distance (0..255) under which the car just inside its edge and the backdrop just outside look alike
 LOW_CONTRAST = 24.0
 # the photo is read at 1/CONTRAST_SCALE of its size for the contrast, in windows of CONTRAST_WINDOW pixels
@@ -88,6 +100,44 @@ def low_contrast_edge(image: np.ndarray, mask: np.ndarray) -> float:
     return float((np.linalg.norm(inside - outside, axis=1) < LOW_CONTRAST).mean())
 
 
+def edge_miss(prob: np.ndarray, mask: np.ndarray, distance: int = MISS_DISTANCE) -> float:
+    """The chance, by the prediction's own probabilities, that the car's true edge lies `distance` pixels or
+    more from the mask's edge: the mean probability of car on the ring `distance` pixels outside the edge plus
+    the mean probability of backdrop on the ring as far inside it (0: sure to the last pixel). Read on every
+    other pixel (`distance` / 2 there), a quarter of the work."""
+    m, p, r = np.ascontiguousarray(mask[::2, ::2]).astype(np.uint8), prob[::2, ::2], max(1, distance // 2)
+    wide, narrow = (cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)) for k in (r, r - 1))
+    outside = cv2.dilate(m, wide) > cv2.dilate(m, narrow)
+    inside = cv2.erode(m, narrow) > cv2.erode(m, wide)
+    if not outside.any() or not inside.any():
+        return 0.0
+    return float(p[outside].mean() + 1.0 - p[inside].mean())
+
+
+def expected_error(prob: np.ndarray, mask: np.ndarray) -> float:
+    """The wrong pixels the probabilities expect (each pixel's chance of the other class), per car pixel; on
+    every other pixel."""
+    p = prob[::2, ::2]
+    return float(np.minimum(p, 1.0 - p).sum()) * 4.0 / max(1, int(mask.sum()))
+
+
+def shape(mask: np.ndarray) -> tuple[float, float]:
+    """(box fill, solidity) of the car: its area over its bounding box's and over its convex hull's, on the
+    mask at 1/SHAPE_SCALE of its size. The view shows in them (a car seen from the front fills its box more
+    than one seen from the side), and so do shapes no car has."""
+    small = np.ascontiguousarray(mask[::SHAPE_SCALE, ::SHAPE_SCALE]).astype(np.uint8)
+    contours, _ = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return 0.0, 0.0
+    points = np.concatenate(contours)
+    area = float(small.sum())
+    _, _, w, h = cv2.boundingRect(points)
+    hull = cv2.convexHull(points)
+    # the hull's pixels: its polygon through pixel centres, plus the half pixel around it (Pick's theorem)
+    hull_pixels = cv2.contourArea(hull) + 0.5 * cv2.arcLength(hull, True) + 1.0
+    return area / (w * h), min(1.0, area / hull_pixels)
+
+
 def features(
     prob: np.ndarray,
     flip_disagreement_px: float | None = None,
@@ -105,6 +155,7 @@ def features(
     p = np.clip(prob[near], 1e-6, 1 - 1e-6) if near.any() else np.array([0.5])
     entropy = float(np.mean(-(p * np.log2(p) + (1 - p) * np.log2(1 - p))))
     border = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
+    box_fill, solidity = shape(mask)
     return {
         "flip_disagreement": float("nan") if flip_disagreement_px is None else flip_disagreement_px / edges,
         "uncertain_share": float(((prob > lo) & (prob < hi)).sum()) / edges,
@@ -114,6 +165,10 @@ def features(
         "edge_per_area": edges / max(1, int(mask.sum())),
         "area": float(mask.mean()),
         "touches_frame": float(border.mean()),
+        "expected_error": expected_error(prob, mask),
+        "edge_miss": edge_miss(prob, mask),
+        "box_fill": box_fill,
+        "solidity": solidity,
     }
 
 

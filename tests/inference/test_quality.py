@@ -5,6 +5,7 @@ import gzip
 import shutil
 import time
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +15,16 @@ from carseg.errors import CarsegError
 from carseg.evaluation.calibrate import judge, score_cost
 from carseg.inference.predictor import Predictor
 from carseg.models.checkpoint import embed_quality, load_quality
-from carseg.models.quality import FEATURES, QualityModel, caught, features, fit_quality, raw_score, risk_coverage
+from carseg.models.quality import (
+    FEATURES,
+    QualityModel,
+    caught,
+    features,
+    fit_quality,
+    raw_score,
+    risk_coverage,
+    shape,
+)
 from tests.helpers import ROOT
 
 
@@ -118,6 +128,36 @@ def test_a_car_with_more_edge_for_its_size_says_so():
     square[12:52, 28:68] = 1.0  # 1600 pixels
     thin[28:36, 0:96] = 1.0  # 768 pixels, nearly all of them edge-adjacent
     assert features(thin, 0)["edge_per_area"] > 2 * features(square, 0)["edge_per_area"] > 0
+
+
+def test_a_soft_edge_expects_more_wrong_pixels_and_edge_misses_than_a_sharp_one():
+    """The probabilities' own expectation: a car whose edge fades over many pixels expects more wrong pixels
+    per car pixel and a larger chance that its true edge lies 4 px or more from the mask's; a sharp one none."""
+    sharp = np.zeros((128, 192), np.float32)
+    sharp[32:96, 40:150] = 1.0
+    soft = cv2.GaussianBlur(sharp, (0, 0), 4)
+    a, b = features(sharp, 0), features(soft, 0)
+    assert a["expected_error"] == 0.0 and a["edge_miss"] == 0.0
+    assert b["expected_error"] > 0.01 and 0.05 < b["edge_miss"] < 1.0
+    slight = features(cv2.GaussianBlur(sharp, (0, 0), 1), 0)
+    assert a["edge_miss"] < slight["edge_miss"] < b["edge_miss"]
+
+
+def test_the_cars_shape_is_measured_by_its_box_and_hull():
+    """A box fills its bounding box and its hull; a disc fills about pi/4 of its box and all its hull; a car
+    with a bite out of it less of its hull."""
+    box, disc = np.zeros((256, 384), bool), np.zeros((256, 384), bool)
+    box[64:192, 96:288] = True
+    yy, xx = np.mgrid[:256, :384]
+    disc[(yy - 128) ** 2 + (xx - 192) ** 2 < 100**2] = True
+    bitten = box.copy()
+    bitten[64:150, 150:230] = False
+    (box_fill, box_solid), (disc_fill, disc_solid) = shape(box), shape(disc)
+    assert box_fill > 0.99 and box_solid > 0.97
+    assert abs(disc_fill - np.pi / 4) < 0.03 and disc_solid > 0.95
+    assert shape(bitten)[1] < 0.8 and shape(np.zeros((64, 96), bool)) == (0.0, 0.0)
+    signals = features(disc.astype(np.float32), 0)
+    assert (signals["box_fill"], signals["solidity"]) == shape(disc)
 
 
 def test_the_calibration_weighs_the_signals_equally_unless_held_out_cars_say_otherwise():
