@@ -74,7 +74,7 @@ REVIEW_BELOW = {"boundary_f1": 0.85, "iou": 0.98, "raw": 0.5}
 
 def edge_pixels(mask: np.ndarray) -> int:
     """Pixels on the edge of a 0/1 mask (at least 1)."""
-    return max(1, int(inner_edge(mask).sum()))
+    return max(1, int(np.count_nonzero(inner_edge(mask))))
 
 
 def low_contrast_edge(image: np.ndarray, mask: np.ndarray) -> float:
@@ -114,11 +114,11 @@ def edge_miss(prob: np.ndarray, mask: np.ndarray, distance: int = MISS_DISTANCE)
     return float(p[outside].mean() + 1.0 - p[inside].mean())
 
 
-def expected_error(prob: np.ndarray, mask: np.ndarray) -> float:
-    """The wrong pixels the probabilities expect (each pixel's chance of the other class), per car pixel; on
-    every other pixel."""
+def expected_error(prob: np.ndarray, car_pixels: int) -> float:
+    """The wrong pixels the probabilities expect (each pixel's chance of the other class), per car pixel
+    (`car_pixels` of the mask); read on every other pixel."""
     p = prob[::2, ::2]
-    return float(np.minimum(p, 1.0 - p).sum()) * 4.0 / max(1, int(mask.sum()))
+    return float(np.minimum(p, 1.0 - p).sum()) * 4.0 / max(1, car_pixels)
 
 
 def shape(mask: np.ndarray) -> tuple[float, float]:
@@ -150,22 +150,24 @@ def features(
     the photo (H, W, 3) uint8, for the contrast along the edge (None: not measured)."""
     mask = prob > 0.5
     edges = edge_pixels(mask)
+    car = int(np.count_nonzero(mask))  # count_nonzero: several times faster than sum on a bool image
     lo, hi = UNCERTAIN
     near = edge_band(mask, 2)
     p = np.clip(prob[near], 1e-6, 1 - 1e-6) if near.any() else np.array([0.5])
     entropy = float(np.mean(-(p * np.log2(p) + (1 - p) * np.log2(1 - p))))
     border = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
     box_fill, solidity = shape(mask)
+    moved = 0 if coarse_mask is None else np.count_nonzero(coarse_mask.astype(bool, copy=False) != mask)
     return {
         "flip_disagreement": float("nan") if flip_disagreement_px is None else flip_disagreement_px / edges,
-        "uncertain_share": float(((prob > lo) & (prob < hi)).sum()) / edges,
+        "uncertain_share": float(np.count_nonzero((prob > lo) & (prob < hi))) / edges,
         "edge_entropy": entropy,
-        "refiner_moved": 0.0 if coarse_mask is None else float((coarse_mask.astype(bool) != mask).sum()) / edges,
+        "refiner_moved": float(moved) / edges,
         "low_contrast_edge": float("nan") if image is None else low_contrast_edge(image, mask),
-        "edge_per_area": edges / max(1, int(mask.sum())),
-        "area": float(mask.mean()),
+        "edge_per_area": edges / max(1, car),
+        "area": car / mask.size,
         "touches_frame": float(border.mean()),
-        "expected_error": expected_error(prob, mask),
+        "expected_error": expected_error(prob, car),
         "edge_miss": edge_miss(prob, mask),
         "box_fill": box_fill,
         "solidity": solidity,
