@@ -203,14 +203,14 @@ def test_every_experiment_trains_a_step(experiment, tiny_root, tmp_path: Path):
         "logger=csv",
     ]
     composed = compose_cfg("train", overrides, tmp_path / "run")
+    tiny = next(tiny_root.glob("synthetic_*"))
     if composed.datamodule.synthetic is None:  # real Carvana files: the tiny set stands in for them
-        overrides.append(f"datamodule.data_dir={next(tiny_root.glob('synthetic_*'))}")
+        overrides.append(f"datamodule.data_dir={tiny}")
     else:
         overrides += [o for o in tiny_overrides(tiny_root, tmp_path) if o.startswith("datamodule.synthetic")]
     if composed.datamodule.size_schedule:  # keep the schedule's shape, at the tiny set's scale
         key, second = ("time", 0.5) if "time" in composed.datamodule.size_schedule[0] else ("epoch", 1)
         overrides.append(f"datamodule.size_schedule=[{{{key}:0,size:[32,48]}},{{{key}:{second},size:[64,96]}}]")
-    tiny = next(tiny_root.glob("synthetic_*"))
     if composed.datamodule.get("exclude_cars_file"):  # a list of cars left out: one of the tiny set's
         from carseg.data.carvana import scan
 

@@ -105,7 +105,7 @@ def edge_miss(prob: np.ndarray, mask: np.ndarray, distance: int = MISS_DISTANCE)
     more from the mask's edge: the mean probability of car on the ring `distance` pixels outside the edge plus
     the mean probability of backdrop on the ring as far inside it (0: sure to the last pixel). Read on every
     other pixel (`distance` / 2 there), a quarter of the work."""
-    m, p, r = np.ascontiguousarray(mask[::2, ::2]).astype(np.uint8), prob[::2, ::2], max(1, distance // 2)
+    m, p, r = mask[::2, ::2].astype(np.uint8), prob[::2, ::2], max(1, distance // 2)
     wide, narrow = (cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)) for k in (r, r - 1))
     outside = cv2.dilate(m, wide) > cv2.dilate(m, narrow)
     inside = cv2.erode(m, narrow) > cv2.erode(m, wide)
@@ -125,7 +125,7 @@ def shape(mask: np.ndarray) -> tuple[float, float]:
     """(box fill, solidity) of the car: its area over its bounding box's and over its convex hull's, on the
     mask at 1/SHAPE_SCALE of its size. The view shows in them (a car seen from the front fills its box more
     than one seen from the side), and so do shapes no car has."""
-    small = np.ascontiguousarray(mask[::SHAPE_SCALE, ::SHAPE_SCALE]).astype(np.uint8)
+    small = mask[::SHAPE_SCALE, ::SHAPE_SCALE].astype(np.uint8)  # a contiguous copy, as OpenCV needs
     contours, _ = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return 0.0, 0.0
