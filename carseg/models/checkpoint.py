@@ -111,6 +111,9 @@ def embed_refiner(path: str | Path, refiner: EdgeRefiner, band: int, alpha_sharp
         "width": refiner.width,
         "residual": bool(refiner.residual),
         "context": bool(refiner.context),
+        "layers": refiner.layers,
+        "mlp": refiner.mlp,
+        "stem": refiner.stem_width,
         "band": int(band),
         "alpha_sharpness": float(alpha_sharpness),
         "state_dict": {k: v.detach().cpu() for k, v in refiner.state_dict().items()},
@@ -128,7 +131,14 @@ def load_refiner(path: str | Path, map_location: str = "cpu") -> tuple[EdgeRefin
     if entry is None:
         return None
     try:
-        refiner = EdgeRefiner(int(entry["width"]), bool(entry.get("residual", False)), bool(entry.get("context", True)))
+        refiner = EdgeRefiner(
+            int(entry["width"]),
+            bool(entry.get("residual", False)),
+            bool(entry.get("context", True)),
+            int(entry.get("layers", 2)),
+            int(entry.get("mlp", 0)),
+            int(entry.get("stem", 0)),
+        )
         refiner.load_state_dict(entry["state_dict"])
         refiner.alpha_sharpness = float(entry.get("alpha_sharpness", 1.0))
     except (KeyError, TypeError, ValueError, RuntimeError) as err:

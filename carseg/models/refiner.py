@@ -45,6 +45,10 @@ def _conv(c_in: int, c_out: int, dilation: int = 1, stride: int = 1) -> nn.Seque
     )
 
 
+def _pointwise(width: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(width, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+
+
 class EdgeRefiner(nn.Module):
     """(photo, coarse probability) at full size → car logits at full size.
 
@@ -56,16 +60,38 @@ class EdgeRefiner(nn.Module):
     pixels and about 8,000 multiply-adds per full-size pixel at width 48. Without, it is two convolutions on
     the blocks and a 1×1 head: a receptive field of 20 pixels and about 3,000 multiply-adds per pixel at
     width 48. It can then only move the edge to what the photo shows next to it, which carries over to cars
-    it never saw; with 90 pixels of context it also learns the training cars' own shapes.
+    it never saw; with 90 pixels of context it also learns the training cars' own shapes. Without context,
+    `layers` sets its 3x3 convolutions on the blocks (each sees 4 px further), `mlp` adds 1x1 layers after
+    them (capacity without reach) and `stem` a 3x3 convolution of that many channels at full size, whose
+    features join the photo before the blocks are formed (pixel-level edges the blocks would otherwise have
+    to find in 64 raw values).
     """
 
-    def __init__(self, width: int = 48, residual: bool = False, context: bool = True):
+    def __init__(
+        self,
+        width: int = 48,
+        residual: bool = False,
+        context: bool = True,
+        layers: int = 2,
+        mlp: int = 0,
+        stem: int = 0,
+    ):
         super().__init__()
+        if layers < 1 or mlp < 0 or stem < 0:
+            raise CarsegError(
+                f"refiner.module: layers={layers}, mlp={mlp}, stem={stem}; give layers >= 1, mlp and stem >= 0"
+            )
         self.width, self.residual, self.context = width, bool(residual), bool(context)
+        self.layers, self.mlp, self.stem_width = int(layers), int(mlp), int(stem)
         # the cut-out's alpha near the edge is sigmoid(alpha_sharpness x logit) (`fit_alpha_sharpness`)
         self.alpha_sharpness = 1.0
-        c_in = 4 * BLOCK * BLOCK
-        self.enc1 = nn.Sequential(_conv(c_in, width), _conv(width, width))
+        # an optional 3x3 convolution at full size, whose features join the photo before the blocks are formed
+        self.stem = nn.Sequential(_conv(4, stem)) if stem else None
+        c_in = (4 + stem) * BLOCK * BLOCK
+        convs = [_conv(c_in, width)] + [_conv(width, width) for _ in range(layers - 1)]
+        # 1x1 layers add capacity without widening what it sees
+        convs += [_pointwise(width) for _ in range(mlp)]
+        self.enc1 = nn.Sequential(*convs)
         if self.context:
             self.enc2 = nn.Sequential(
                 _conv(width, width, stride=2), _conv(width, width, dilation=2), _conv(width, width)
@@ -83,6 +109,8 @@ class EdgeRefiner(nn.Module):
     def forward(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         coarse = coarse.float()
         x = torch.cat([(image.float() - self.mean) / self.std, coarse * 2 - 1], dim=1)
+        if self.stem is not None:
+            x = torch.cat([x, self.stem(x)], dim=1)
         x = F.pixel_unshuffle(x, BLOCK)
         f1 = self.enc1(x)
         if self.context:
@@ -177,6 +205,9 @@ class RefinerModule(pl.LightningModule):
         residual: bool = False,
         simulated_fraction: float = 0.0,
         context: bool = True,
+        layers: int = 2,
+        mlp: int = 0,
+        stem: int = 0,
     ):
         super().__init__()
         if not 0 <= simulated_fraction <= 1:
@@ -185,7 +216,7 @@ class RefinerModule(pl.LightningModule):
             if not isinstance(value, bool):  # bool("no") is True: a word must not switch it on unseen
                 raise CarsegError(f"refiner.module.{key}={value!r}: give true or false")
         self.save_hyperparameters()
-        self.net = EdgeRefiner(width, residual, context)
+        self.net = EdgeRefiner(width, residual, context, layers, mlp, stem)
         self.val_iou, self.val_iou_coarse = BinaryIoU(), BinaryIoU()
         self.val_boundary_f1, self.val_boundary_f1_coarse = BoundaryF1(tolerance=2), BoundaryF1(tolerance=2)
 

@@ -34,8 +34,10 @@ def test_onnx_matches_the_checkpoint(model, tiny_data, tmp_path):
     assert (onnx.masks(images) == torch_path.masks(images)).mean() >= 0.999
 
 
-@pytest.mark.parametrize("context", [True, False])
-def test_onnx_keeps_the_edge_refiner(small_ckpt, sample_full, tmp_path, context):
+@pytest.mark.parametrize(
+    "shape", [{"context": True}, {"context": False}, {"context": False, "layers": 3, "mlp": 1, "stem": 4}]
+)
+def test_onnx_keeps_the_edge_refiner(small_ckpt, sample_full, tmp_path, shape):
     """The refiner is exported beside the model and used by ONNX Runtime: on real full-size photos the refined
     masks agree with the checkpoint's on nearly every pixel, and on nearly every pixel near the edge, where
     the refiner works."""
@@ -45,7 +47,7 @@ def test_onnx_keeps_the_edge_refiner(small_ckpt, sample_full, tmp_path, context)
     from carseg.models.refiner import EdgeRefiner
 
     torch.manual_seed(0)
-    refiner = EdgeRefiner(width=16, residual=True, context=context)
+    refiner = EdgeRefiner(width=16, residual=True, **shape)
     with torch.no_grad():  # a refiner that changes the edge, as a trained one does
         refiner.head.weight.normal_(0, 0.05)
     module, size = load_checkpoint(small_ckpt)

@@ -74,6 +74,24 @@ def test_a_refiner_travels_in_the_checkpoint(small_ckpt, tmp_path):
     assert not list(tmp_path.glob("*.tmp"))  # written atomically, nothing left over
 
 
+def test_a_deeper_refiner_keeps_its_shape_through_the_checkpoint(small_ckpt, tmp_path):
+    """Its layers, 1x1 layers and full-size stem are read back, so the loaded network is the trained one."""
+    path = tmp_path / "deep.ckpt"
+    path.write_bytes(small_ckpt.read_bytes())
+    net = EdgeRefiner(width=8, residual=True, context=False, layers=3, mlp=2, stem=4).eval()
+    embed_refiner(path, net, band=8)
+    loaded, _ = load_refiner(path)
+    assert (loaded.layers, loaded.mlp, loaded.stem_width) == (3, 2, 4)
+    image, coarse = torch.rand(1, 3, 32, 48) * 255, torch.rand(1, 1, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(image, coarse), net(image, coarse))
+
+
+def test_a_refiner_shape_out_of_range_is_one_clear_error():
+    with pytest.raises(CarsegError, match="layers=0"):
+        RefinerModule(width=8, layers=0)
+
+
 def test_a_damaged_refiner_entry_is_one_clear_error(small_ckpt, tmp_path):
     path = tmp_path / "damaged.ckpt"
     ckpt = read_checkpoint(small_ckpt)
