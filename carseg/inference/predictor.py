@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from carseg.console import LOG
+from carseg import console
 from carseg.errors import CarsegError
 from carseg.hardware import autocast, emulated_bf16, emulated_bf16_message, inference_precision
 from carseg.inference.refine import TileRefiner, refine_edges, refine_probabilities
@@ -115,7 +115,7 @@ class Predictor:
         self.seconds, self.images = 0.0, 0
         self.precision = inference_precision(precision, self.device) if self.module is not None else "32"
         if emulated_bf16(self.precision, self.device.type == "cuda"):
-            LOG.warning(emulated_bf16_message(f"precision={precision}", "precision=auto (--precision auto)"))
+            console.warning(emulated_bf16_message(f"precision={precision}", "precision=auto (--precision auto)"))
 
     def _autocast(self) -> Any:
         return autocast(self.precision, self.device)

@@ -86,7 +86,7 @@ class EdgeRefiner(nn.Module):
         # the cut-out's alpha near the edge is sigmoid(alpha_sharpness x logit) (`fit_alpha_sharpness`)
         self.alpha_sharpness = 1.0
         # an optional 3x3 convolution at full size, whose features join the photo before the blocks are formed
-        self.stem = nn.Sequential(_conv(4, stem)) if stem else None
+        self.stem = _conv(4, stem) if stem else None
         c_in = (4 + stem) * BLOCK * BLOCK
         convs = [_conv(c_in, width)] + [_conv(width, width) for _ in range(layers - 1)]
         # 1x1 layers add capacity without widening what it sees

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from carseg.console import LOG
+from carseg import console
 from carseg.errors import CarsegError
 from carseg.hardware import emulated_bf16, emulated_bf16_message, on_gpu, training_precision
 
@@ -102,5 +102,5 @@ def resolve_trainer_args(args: dict[str, Any]) -> dict[str, Any]:
         args["precision"] = training_precision(accelerator)
     elif emulated_bf16(str(args["precision"]), on_gpu(accelerator)):
         fix = "trainer.precision=32-true (the same schedule; or auto, which picks bf16 only where it is native)"
-        LOG.warning(emulated_bf16_message(f"trainer.precision={args['precision']}", fix))
+        console.warning(emulated_bf16_message(f"trainer.precision={args['precision']}", fix))
     return args

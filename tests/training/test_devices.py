@@ -1,5 +1,3 @@
-import logging
-
 import pytest
 import torch
 
@@ -90,8 +88,6 @@ def test_gpus_minus_one_without_a_gpu_is_an_error_and_zero_the_cpu(monkeypatch):
 def test_bf16_on_a_cpu_without_bf16_units_warns_with_the_fix(monkeypatch, caplog, precision):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
-    # a logging config applied by an earlier in-process run (Hydra's) may have disabled existing loggers
-    monkeypatch.setattr(logging.getLogger("carseg"), "disabled", False)
     with caplog.at_level("WARNING", logger="carseg"):
         assert resolve_trainer_args({"precision": precision, "accelerator": "cpu"})["precision"] == precision
     (record,) = [r for r in caplog.records if r.name == "carseg"]
@@ -103,7 +99,6 @@ def test_bf16_on_a_cpu_without_bf16_units_warns_with_the_fix(monkeypatch, caplog
 def test_no_bf16_warning_where_bf16_is_native_or_not_asked_for(monkeypatch, caplog, precision, native):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: native)
-    monkeypatch.setattr(logging.getLogger("carseg"), "disabled", False)
     with caplog.at_level("WARNING", logger="carseg"):
         resolve_trainer_args({"precision": precision, "accelerator": "cpu"})
     assert not [r for r in caplog.records if r.name == "carseg"]
