@@ -133,7 +133,8 @@ class Predictor:
     def logits(self, images: Sequence[np.ndarray], parts: dict[str, Any] | None = None) -> torch.Tensor:
         """Logits at full resolution for a list of same-size RGB uint8 images (N, H, W, 3). With `parts` (a
         dict) also what the quality score reads: "disagreement" (per image, pixels where the photo's and its
-        mirror's masks differ) and "coarse" (the masks before the edge refiner, when there is one)."""
+        mirror's masks differ), "shift" (how far their probabilities differ, summed) and "coarse" (the masks
+        before the edge refiner, when there is one)."""
         start = time.perf_counter()
         out = self._full_logits(images, parts)
         self.seconds += time.perf_counter() - start
@@ -147,6 +148,7 @@ class Predictor:
             full = torch.from_numpy(batch).permute(0, 3, 1, 2)  # uint8: resized before it becomes float
         threshold = threshold_logit(self.threshold)
         disagreement = parts.setdefault("disagreement", []) if parts is not None else None
+        shift = parts.setdefault("shift", []) if parts is not None else None
         outs = [
             full_size_logits(
                 lambda x, m=module: self._logits(x, m),
@@ -155,6 +157,7 @@ class Predictor:
                 self.tta,
                 disagreement if i == 0 else None,  # the first member's: the ensemble's would need all of them
                 threshold,
+                shift if i == 0 else None,
             )
             for i, (module, input_size) in enumerate(self.members)
         ]
@@ -209,7 +212,11 @@ class Predictor:
             coarse = parts.get("coarse")
             for n, prob in enumerate(probs):
                 signals = quality_features(
-                    prob, parts["disagreement"][n], None if coarse is None else coarse[n], images[n]
+                    prob,
+                    parts["disagreement"][n],
+                    None if coarse is None else coarse[n],
+                    images[n],
+                    parts["shift"][n],
                 )
                 qualities[n] = self._quality(signals)
         probs = shifted.mul_(self.alpha_sharpness).sigmoid_().numpy()  # `shifted` is this function's own now

@@ -28,23 +28,30 @@ def full_size_logits(
     tta: bool = False,
     disagreement: list[float] | None = None,
     threshold: float = 0.0,
+    shift: list[float] | None = None,
 ) -> torch.Tensor:
     """Logits (N, 1, H, W) at the size of `full`, a batch in 0..255 (N, 3, H, W), uint8 or float.
 
     `logits_of` maps a float batch at the model's size to its logits (N, 1, h, w) on the CPU. With
     `disagreement` (a list) the mirror image is predicted too (also without `tta`), and each image's count of
-    pixels where the two masks (logit > `threshold`) differ, scaled to its own size, is appended. A uint8 batch is
-    resized as uint8 (antialiased, rounded to whole levels) and only the result becomes float, so a large
+    pixels where the two masks (logit > `threshold`) differ, scaled to its own size, is appended; to `shift`
+    (a list; the mirror image is predicted for it too) the sum over its pixels of how far the two
+    probabilities differ, so scaled: divided by the edge's pixels, how many pixels the two edges lie apart,
+    shifts under a pixel of the model's size included. A uint8 batch is resized as uint8 (antialiased,
+    rounded to whole levels) and only the result becomes float, so a large
     photo costs its bytes, not four times them."""
     shape = tuple(full.shape[-2:])
     size = model_size(input_size, shape)
     x = full if size is None else F.interpolate(full, size=size, mode="bilinear", antialias=True, align_corners=False)
     x = x.float()
     out = logits_of(x)
-    if tta or disagreement is not None:
+    if tta or disagreement is not None or shift is not None:
         mirrored = logits_of(x.flip(-1)).flip(-1)
+        scale = shape[0] * shape[1] / (x.shape[-2] * x.shape[-1])
+        if shift is not None:
+            apart = ((out - threshold).sigmoid() - (mirrored - threshold).sigmoid()).abs().flatten(1).sum(1)
+            shift.extend(float(d) * scale for d in apart)
         if disagreement is not None:  # per image: pixels (at the image's size) where the two masks differ
-            scale = shape[0] * shape[1] / (x.shape[-2] * x.shape[-1])
             differ = ((out > threshold) != (mirrored > threshold)).flatten(1).sum(1)
             disagreement.extend(float(d) * scale for d in differ)
         if tta:

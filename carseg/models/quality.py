@@ -1,5 +1,6 @@
 """How sure a cut-out is, without the truth: label-free signals of one prediction (how much the photo and its
-mirror image disagree, how much of the edge is uncertain, how far the edge refiner moved it, how much of it
+mirror image disagree, in pixels of the mask and in how far their edges lie apart, how much of the edge is
+uncertain, how far the edge refiner moved it, how much of it
 runs where car and backdrop look alike, how much of the car is edge, the wrong pixels and edge misses its
 own probabilities expect, the car's shape in the frame, its area and whether it leaves the frame), and a
 small calibration that turns them into the predicted boundary F1 (2 px) of that photo,
@@ -27,6 +28,7 @@ from carseg.masks import edge_band, inner_edge
 
 FEATURES = (
     "flip_disagreement",
+    "flip_shift",
     "uncertain_share",
     "edge_entropy",
     "refiner_moved",
@@ -40,10 +42,11 @@ FEATURES = (
     "solidity",
 )
 # the calibration's inputs: the per-edge-pixel signals enter as log1p, the rest as they are
-LOGGED = {"flip_disagreement", "uncertain_share", "refiner_moved"}
+LOGGED = {"flip_disagreement", "flip_shift", "uncertain_share", "refiner_moved"}
 # the signals that read worse when higher (the area and the frame have no direction of their own)
 WORSE_WHEN_HIGH = (
     "flip_disagreement",
+    "flip_shift",
     "uncertain_share",
     "edge_entropy",
     "refiner_moved",
@@ -143,11 +146,14 @@ def features(
     flip_disagreement_px: float | None = None,
     coarse_mask: np.ndarray | None = None,
     image: np.ndarray | None = None,
+    flip_shift_px: float | None = None,
 ) -> dict[str, float]:
     """The label-free signals of one prediction: `prob` (H, W) the final probability (0.5: the mask's
     threshold); `flip_disagreement_px` the pixels where the photo's and its mirror's masks disagree (at full
     size; None: not measured); `coarse_mask` the mask before the edge refiner (None: no refiner); `image`
-    the photo (H, W, 3) uint8, for the contrast along the edge (None: not measured)."""
+    the photo (H, W, 3) uint8, for the contrast along the edge (None: not measured); `flip_shift_px` the sum
+    over the photo of how far the photo's and its mirror's probabilities differ (at full size; None: not
+    measured), which per edge pixel reads as how many pixels their edges lie apart."""
     mask = prob > 0.5
     edges = edge_pixels(mask)
     car = int(np.count_nonzero(mask))  # count_nonzero: several times faster than sum on a bool image
@@ -160,6 +166,7 @@ def features(
     moved = 0 if coarse_mask is None else np.count_nonzero(coarse_mask.astype(bool, copy=False) != mask)
     return {
         "flip_disagreement": float("nan") if flip_disagreement_px is None else flip_disagreement_px / edges,
+        "flip_shift": float("nan") if flip_shift_px is None else flip_shift_px / edges,
         "uncertain_share": float(np.count_nonzero((prob > lo) & (prob < hi))) / edges,
         "edge_entropy": entropy,
         "refiner_moved": float(moved) / edges,

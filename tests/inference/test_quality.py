@@ -19,6 +19,7 @@ from carseg.models.quality import (
     FEATURES,
     QualityModel,
     caught,
+    edge_pixels,
     features,
     fit_quality,
     raw_score,
@@ -43,7 +44,7 @@ def _car(h=64, w=96) -> np.ndarray:
 
 
 def test_disagreement_and_doubt_lower_the_raw_score():
-    sure = features(_car(), flip_disagreement_px=0, image=np.zeros((64, 96, 3), np.uint8))
+    sure = features(_car(), flip_disagreement_px=0, image=np.zeros((64, 96, 3), np.uint8), flip_shift_px=0)
     assert set(sure) == set(FEATURES) and sure["uncertain_share"] == 0 and sure["refiner_moved"] == 0
     flipped = features(_car(), flip_disagreement_px=300)
     doubtful = _car()
@@ -51,6 +52,7 @@ def test_disagreement_and_doubt_lower_the_raw_score():
     assert raw_score(sure) == 1.0 > raw_score(features(doubtful, 0)) and raw_score(flipped) < raw_score(sure)
     moved = features(_car(), 0, coarse_mask=np.zeros((64, 96), bool))
     assert moved["refiner_moved"] > 5  # the refiner made the whole car
+    assert sure["flip_shift"] == 0 and features(_car(), 0, flip_shift_px=186.0)["flip_shift"] == 1.0
 
 
 def test_an_edge_where_car_and_backdrop_look_alike_is_measured():
@@ -98,6 +100,38 @@ def test_a_photo_whose_mirror_disagrees_scores_lower(ckpt, monkeypatch):
         np.testing.assert_array_equal(mask, plain_mask)  # assessing changes no cut-out
     assert scores["centred"]["flip_disagreement"] == 0 and scores["lopsided"]["flip_disagreement"] > 1
     assert scores["lopsided"]["score"] < scores["centred"]["score"]
+
+
+def test_a_mirror_whose_edge_lies_a_fraction_of_a_pixel_apart_reads_as_that_shift(ckpt, monkeypatch):
+    """A model whose soft edge lies a quarter of its pixel further right in the mirror image: the 0/1 masks
+    agree (flip_disagreement 0), but flip_shift reads the shift: 0.25 of the model's pixel at both sides of
+    16 of its rows, 32 pixels at the photo's twice larger size, per edge pixel; a model that sees both
+    alike reads none."""
+    predictor = Predictor(ckpt=ckpt, input_size=(32, 48))
+    image = np.zeros((64, 96, 3), np.uint8)
+    cols, rows = torch.arange(48, dtype=torch.float32), torch.arange(32, dtype=torch.float32)[:, None]
+
+    def car(offset: float) -> torch.Tensor:
+        """A car from column 12.3 to 35.7 (+ `offset`), rows 8 to 24, with soft left and right edges."""
+        sides = torch.minimum(cols - 12.3 - offset, 35.7 + offset - cols) * 2.0
+        return torch.minimum(sides[None, :], torch.where((rows >= 8) & (rows < 24), 8.0, -8.0))
+
+    def model(offset: float):
+        calls = []
+
+        def logits(batch, module=None):
+            calls.append(1)
+            out = car(0.0) if len(calls) % 2 else car(offset).flip(-1)  # the mirror's, flipped back later
+            return out.expand(batch.shape[0], 1, 32, 48).clone()
+
+        return logits
+
+    readings = {}
+    for name, offset in (("alike", 0.0), ("shifted", 0.25)):
+        monkeypatch.setattr(predictor, "_logits", model(offset))
+        ((mask, _, readings[name]),) = predictor.assess([image])
+    assert readings["alike"]["flip_shift"] == 0 and readings["shifted"]["flip_disagreement"] == 0
+    assert readings["shifted"]["flip_shift"] == pytest.approx(32 / edge_pixels(mask), rel=0.1)
 
 
 def test_the_calibration_round_trips_through_the_checkpoint(ckpt):
