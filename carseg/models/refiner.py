@@ -37,16 +37,13 @@ from carseg.models.schedules import time_progress_of, warmup_cosine
 BLOCK = 4
 
 
-def _conv(c_in: int, c_out: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
+def _conv(c_in: int, c_out: int, dilation: int = 1, stride: int = 1, kernel: int = 3) -> nn.Sequential:
+    pad = dilation * (kernel // 2)
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=pad, dilation=dilation, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )
-
-
-def _pointwise(width: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(width, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
 
 
 class EdgeRefiner(nn.Module):
@@ -90,7 +87,7 @@ class EdgeRefiner(nn.Module):
         c_in = (4 + stem) * BLOCK * BLOCK
         convs = [_conv(c_in, width)] + [_conv(width, width) for _ in range(layers - 1)]
         # 1x1 layers add capacity without widening what it sees
-        convs += [_pointwise(width) for _ in range(mlp)]
+        convs += [_conv(width, width, kernel=1) for _ in range(mlp)]
         self.enc1 = nn.Sequential(*convs)
         if self.context:
             self.enc2 = nn.Sequential(
