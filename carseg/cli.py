@@ -101,6 +101,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-refiner", action="store_true", help="leave out the model's edge refiner")
     parser.add_argument(
+        "--no-edge-tta",
+        action="store_true",
+        help="with --tta, refine each edge tile once rather than also its mirror image (faster)",
+    )
+    parser.add_argument(
         "--compile",
         default="auto",
         choices=["auto", "off", "default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead"],
@@ -119,6 +124,7 @@ def predictor_options(args: argparse.Namespace) -> dict[str, Any]:
         "precision": str(args.precision),
         "refine_radius": int(args.refine_radius),
         "edge_refiner": not args.no_refiner,
+        "edge_tta": False if args.no_edge_tta else None,
         "compile": str(args.compile),
     }
 

@@ -74,6 +74,7 @@ def test_bench_recipe_scores_a_finished_run(trained, tiny_data, tmp_path):
     assert result["stage1_steps"] == json.loads((trained[0] / "summary.json").read_text())["global_step"]
     evals = result["evaluations"]
     assert [(e["tta_flip"], e["refine_radius"]) for e in evals] == [(False, 0), (True, 0)]
+    assert [e["edge_tta"] for e in evals] == [False, False]  # no refiner: no refiner arms
     assert all(0.5 < e["mean_iou"] <= e["mean_dice"] <= 1 and e["images"] == TINY_PAIRS for e in evals)
     assert result["best_val_iou_at_training_size"] == pytest.approx(trained[1])
     assert result["train_minutes"] > 0 and result["command"].startswith("python train.py")

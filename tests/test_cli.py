@@ -46,8 +46,11 @@ def test_predict_and_serve_share_one_model_option_set(command, tmp_path):
             "precision": "auto",
             "refine_radius": 3,
             "edge_refiner": False,
+            "edge_tta": None,
             "compile": "auto",
         }
+    once = predictor_options(build_parser().parse_args([*head, "--ckpt", str(a), "--tta", "--no-edge-tta"]))
+    assert once["tta"] is True and once["edge_tta"] is False
 
 
 def test_unreadable_photos_get_their_true_reason_and_are_named(tmp_path):

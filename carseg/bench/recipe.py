@@ -141,38 +141,48 @@ def run(
         ckpt, calibrate_dir or eval_dir, tta=True, photos_csv=Path(run_dir) / "eval" / "calibration_photos.csv"
     )
     evals, outputs = [], []
-    for tta in (False, True):
-        for edge in (False, True) if has_refiner else (False,):
-            for refine in (0, refine_radius) if refine_radius else (0,):
-                eval_out = Path(run_dir) / "eval" / f"tta{int(tta)}_edge{int(edge)}_refine{refine}"
-                outputs.append(eval_out)
-                seconds = _run(
-                    [
-                        *EVALUATE,
-                        f"ckpt_path={ckpt}",
-                        f"eval_dir={Path(eval_dir).resolve()}",
-                        f"tta={str(tta).lower()}",
-                        f"edge_refiner={str(edge).lower()}",
-                        f"refine_radius={refine}",
-                        "print_config=false",
-                        f"hydra.run.dir={eval_out}",
-                    ]
-                )
-                metrics = json.loads((eval_out / "metrics.json").read_text())
-                per_angle = pd.read_csv(eval_out / "per_angle.csv")
-                evals.append(
-                    {
-                        "tta_flip": tta,
-                        "edge_refiner": edge,
-                        "refine_radius": refine,
-                        **{k: metrics[k] for k in SCORES},
-                        "min_angle_iou": round(float(per_angle["iou"].min()), 4),
-                        "images": metrics["images"],
-                        "predict_seconds_per_image": metrics.get("predict_seconds_per_image"),
-                        "eval_seconds": round(seconds, 1),
-                        "quality": metrics.get("quality"),
-                    }
-                )
+    # every combination of flip TTA, the edge refiner and guided filtering; with TTA and the refiner also
+    # the refiner without its own flip TTA (edge_tta=false), what that costs and buys
+    arms = [
+        (tta, edge, edge_tta, refine)
+        for tta in (False, True)
+        for edge in ((False, True) if has_refiner else (False,))
+        for edge_tta in ((True, False) if tta and edge else (tta and edge,))
+        for refine in ((0, refine_radius) if refine_radius else (0,))
+    ]
+    for tta, edge, edge_tta, refine in arms:
+        name = f"tta{int(tta)}_edge{int(edge)}" + ("" if edge_tta == (tta and edge) else "_edgeflip0")
+        eval_out = Path(run_dir) / "eval" / f"{name}_refine{refine}"
+        outputs.append(eval_out)
+        seconds = _run(
+            [
+                *EVALUATE,
+                f"ckpt_path={ckpt}",
+                f"eval_dir={Path(eval_dir).resolve()}",
+                f"tta={str(tta).lower()}",
+                f"edge_refiner={str(edge).lower()}",
+                f"edge_tta={str(edge_tta).lower()}",
+                f"refine_radius={refine}",
+                "print_config=false",
+                f"hydra.run.dir={eval_out}",
+            ]
+        )
+        metrics = json.loads((eval_out / "metrics.json").read_text())
+        per_angle = pd.read_csv(eval_out / "per_angle.csv")
+        evals.append(
+            {
+                "tta_flip": tta,
+                "edge_refiner": edge,
+                "edge_tta": edge_tta,
+                "refine_radius": refine,
+                **{k: metrics[k] for k in SCORES},
+                "min_angle_iou": round(float(per_angle["iou"].min()), 4),
+                "images": metrics["images"],
+                "predict_seconds_per_image": metrics.get("predict_seconds_per_image"),
+                "eval_seconds": round(seconds, 1),
+                "quality": metrics.get("quality"),
+            }
+        )
     _cars_improved(evals, outputs)
     ceiling = refiner_ceiling(ckpt, eval_dir, tta=True) if has_refiner else None
     recorded = runs.run_overrides(run_dir)

@@ -83,6 +83,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         refine_radius=int(cfg.get("refine_radius", 0)),
         refine_eps=float(cfg.get("refine_eps", 1e-2)),
         edge_refiner=bool(cfg.get("edge_refiner", True)),
+        edge_tta=cfg.get("edge_tta"),
     )
     records, source = _records(cfg)
     rows = []
@@ -114,6 +115,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "tta_flip": bool(cfg.tta),
         "refine_radius": int(cfg.get("refine_radius", 0)),
         "edge_refiner": predictor.refiner is not None,
+        "edge_tta": predictor.refiner is not None and predictor.edge_tta,
         # the model's time per photo (resizing, network, TTA, refinement; not decoding or metrics)
         "predict_seconds_per_image": round(predictor.seconds / max(1, predictor.images), 3),
         "threads": torch.get_num_threads(),

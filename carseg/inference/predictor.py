@@ -40,7 +40,8 @@ class Predictor:
     `carseg bench infer --device cuda` measured it fastest among the paths whose masks agree with fp32, and
     stays eager on a CPU. A network that fails to compile runs eagerly, with one warning.
     `tta` averages with the horizontally flipped image. A checkpoint that carries an edge refiner (trained
-    by `refiner=edge`) has it place the edges at full size (`edge_refiner=False`: not). `refine_radius` > 0
+    by `refiner=edge`) has it place the edges at full size (`edge_refiner=False`: not); `edge_tta` averages
+    its answers for each edge tile and the tile's mirror image (None: with `tta`). `refine_radius` > 0
     refines the upsampled probabilities along the photo's edges with a guided filter of that radius
     (pixels at full size).
     Several checkpoints (`ckpt` a list, e.g. the folds of a cross-validation) predict as an ensemble: their
@@ -61,13 +62,18 @@ class Predictor:
         refine_radius: int = 0,
         refine_eps: float = 1e-2,
         edge_refiner: bool = True,
+        edge_tta: bool | None = None,
     ):
+        if edge_tta not in (None, True, False):
+            raise CarsegError(f"edge_tta={edge_tta!r}: use true, false or null (null: as tta)")
         if refine_radius < 0 or refine_eps <= 0:
             raise CarsegError(f"refine_radius={refine_radius}, refine_eps={refine_eps}: need radius >= 0, eps > 0")
         self.refine_radius, self.refine_eps = int(refine_radius), float(refine_eps)
         if (ckpt is None) == (onnx is None):
             raise CarsegError("give exactly one of a checkpoint or an ONNX model to predict with")
         self.tta = tta
+        # flip TTA for the edge refiner too (None: as `tta`)
+        self.edge_tta = bool(tta) if edge_tta is None else edge_tta
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.session = None
         self.module: SegmentationModule | None = None
@@ -168,7 +174,7 @@ class Predictor:
             net, band = self.refiner
             if parts is not None:
                 parts["coarse"] = (out > threshold).numpy()
-            out = refine_edges(net, images, out, band, threshold, autocast=self._autocast)
+            out = refine_edges(net, images, out, band, threshold, autocast=self._autocast, flip=self.edge_tta)
         if self.refine_radius:
             probs = [
                 refine_probabilities(im, p, self.refine_radius, self.refine_eps)

@@ -64,12 +64,16 @@ def refine_edges(
     margin: int = 32,
     batch_size: int = 16,
     autocast: Callable[[], Any] = nullcontext,
+    flip: bool = False,
 ) -> torch.Tensor:
     """Logits (N, H, W) with the band of `band` pixels around each mask's edge (logit > `threshold`) replaced
     by the edge refiner's, at full size. The refiner (an EdgeRefiner, or any TileRefiner such as the ONNX
     one) sees tiles of `tile` pixels that touch the band, each with `margin` pixels of context; elsewhere
-    the logits are kept."""
+    the logits are kept. With `flip` (flip TTA for the edge) it also refines each tile's mirror image, in the
+    same batch, and the two answers' logits are averaged."""
     run = torch_refiner(refiner, autocast) if isinstance(refiner, torch.nn.Module) else refiner
+    if flip:
+        run = _flip_averaged(run)
     size = tile + 2 * margin
     out = logits.clone()
     for n, image in enumerate(images):
@@ -95,3 +99,14 @@ def refine_edges(
                 refined[y : y + th, x : x + tw] = r[y - y0 : y - y0 + th, x - x0 : x - x0 + tw]
         out[n] = torch.where(torch.from_numpy(region), refined, logits[n])
     return out
+
+
+def _flip_averaged(run: TileRefiner) -> TileRefiner:
+    """`run` with flip TTA: each tile and its mirror image in one batch, the two answers' logits averaged."""
+
+    def both(photos: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        n = photos.shape[0]
+        out = run(torch.cat([photos, photos.flip(-1)]), torch.cat([coarse, coarse.flip(-1)]))
+        return (out[:n] + out[n:].flip(-1)) / 2
+
+    return both

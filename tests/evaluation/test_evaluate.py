@@ -81,6 +81,7 @@ def test_any_folder_with_tta(best_ckpt, tiny_data, tmp_path):
     )
     summary = evaluate(cfg)
     assert summary["images"] == TINY_PAIRS and summary["tta_flip"] and summary["mean_iou"] > 0.8
+    assert summary["edge_tta"] is False  # this checkpoint has no edge refiner
 
 
 def test_no_checkpoint_is_a_clear_error(tmp_path):
