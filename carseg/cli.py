@@ -130,11 +130,13 @@ def predictor_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from carseg.inference.outputs import check_outputs
     from carseg.inference.predictor import Predictor
     from carseg.inference.run import predict
     from carseg.processes import end_with_launcher
 
     end_with_launcher()  # a DDP rank started by Lightning's launcher ends with it, even while loading the model
+    check_outputs(args.out, args.submission, args.review)  # before the model loads or a photo is read
     predictor = Predictor(**predictor_options(args), input_size=parse_input_size(args.input_size))
     summary = predict(
         args.inputs,
@@ -155,6 +157,7 @@ def _predict(args: argparse.Namespace) -> None:
         decode=args.decode,
         review=args.review,
         review_below=args.review_below,
+        max_megapixels=args.max_megapixels,
     )
     if summary is None:  # the other processes of a multi-process run: the first one reports
         return
@@ -177,9 +180,9 @@ def _first_failures(failures: Path | None, shown: int = 5) -> str:
     """The first `shown` rows of failures.csv as indented lines (path: reason), with a count of the rest."""
     if failures is None or not failures.is_file():
         return "  (no failures.csv)"
-    with open(failures, newline="") as fh:
+    with open(failures, newline="", encoding="utf-8", errors="surrogateescape") as fh:
         rows = list(csv.DictReader(fh))
-    lines = [f"  {row['reason']}" for row in rows[:shown]]
+    lines = ["  " + row["reason"].encode("utf-8", "surrogateescape").decode("utf-8", "replace") for row in rows[:shown]]
     if len(rows) > shown:
         lines.append(f"  ... and {len(rows) - shown} more")
     return "\n".join(lines)
@@ -193,6 +196,9 @@ def _refine(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    from carseg.extras import require
+
+    require("onnx", "onnx", "carseg export")
     from carseg.inference.export import export_onnx, refiner_path
 
     out = export_onnx(args.ckpt, args.out, args.opset)
@@ -239,6 +245,10 @@ def _calibrate(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     import os
 
+    from carseg.extras import require
+
+    for module in ("fastapi", "uvicorn", "multipart", "prometheus_client"):
+        require(module, "serve", "carseg serve")
     from carseg.serving.app import ServeConfig, create_app
     from carseg.serving.server import ConnectionLimits, run
 
@@ -250,6 +260,12 @@ def _serve(args: argparse.Namespace) -> None:
     for flag, value in (("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels)):
         if not value > 0:
             raise CarsegError(f"{flag} {value}: give a positive number")
+    from carseg.serving.app import check_api_key
+
+    if args.api_key is not None:
+        check_api_key(args.api_key, "--api-key")
+    elif os.environ.get("CARSEG_API_KEY") is not None:
+        check_api_key(os.environ["CARSEG_API_KEY"], "CARSEG_API_KEY")
     options = predictor_options(args)
     config = ServeConfig(
         ckpt=options.pop("ckpt"),
@@ -258,7 +274,7 @@ def _serve(args: argparse.Namespace) -> None:
         queue=args.queue,
         max_upload_mb=args.max_upload_mb,
         max_megapixels=args.max_megapixels,
-        api_key=args.api_key or os.environ.get("CARSEG_API_KEY") or None,
+        api_key=args.api_key if args.api_key is not None else os.environ.get("CARSEG_API_KEY"),
         allowed_hosts=allowed_hosts(args.host, args.allowed_hosts),
         predictor=options,
     )
@@ -291,6 +307,9 @@ def _bench_train(args: argparse.Namespace) -> None:
 
 
 def _bench_infer(args: argparse.Namespace) -> None:
+    from carseg.extras import require
+
+    require("onnxruntime", "onnx", "carseg bench infer")
     from carseg.bench.infer import run
 
     rss = not args.smoke and args.device == "cpu"
@@ -315,6 +334,10 @@ def _bench_predict(args: argparse.Namespace) -> None:
 
 
 def _bench_serve(args: argparse.Namespace) -> None:
+    from carseg.extras import require
+
+    for module in ("fastapi", "uvicorn", "httpx"):
+        require(module, "serve", "carseg bench serve")
     from carseg.bench.serve import run
 
     run(
@@ -391,10 +414,27 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("dir")
     download.add_argument("--test", action="store_true", help="also the 100,064 test images (about 14 GB)")
     download.set_defaults(func=_download)
-    pred = commands.add_parser("predict", help="masks, cut-outs and composites (or a Kaggle submission) for photos")
-    pred.add_argument("inputs", nargs="+", help="JPEG/PNG files or folders of them")
+    pred = commands.add_parser(
+        "predict",
+        help="masks, cut-outs and composites (or a Kaggle submission) for photos",
+        description="Masks, cut-outs and composites (or a Kaggle submission) for photos. Outputs are named "
+        "<stem>_mask.png, <stem>_cutout.png (<stem>_composite.jpg); where inputs share a stem (letter case "
+        "aside), or the name is taken by an input or a file carseg did not write, <name.ext>_..., then "
+        "<folder>__<name.ext>_... . No input and no file carseg did not write is ever written over; outputs of "
+        "earlier runs are marked and never read as photos, and a rerun skips finished photos. Cut-outs keep the "
+        "photo's colour profile and its transparency.",
+    )
+    pred.add_argument("inputs", nargs="+", help="JPEG/PNG/WebP files or folders of them (not searched below)")
     add_model_options(pred)
-    pred.add_argument("--out", help="folder for <name>_mask.png, <name>_cutout.png (and _composite.jpg)")
+    pred.add_argument(
+        "--out", help="folder for <name>_mask.png, <name>_cutout.png (and _composite.jpg); see the naming rule above"
+    )
+    pred.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=100.0,
+        help="photos whose header claims more pixels are listed in failures.csv, never decoded",
+    )
     pred.add_argument("--background", help="composite over this colour (white, #1e90ff) or image file")
     pred.add_argument("--feather", type=float, default=0.0, help="soften the cut-out edge (Gaussian sigma, pixels)")
     pred.add_argument(

@@ -63,7 +63,8 @@ def test_unreadable_photos_get_their_true_reason_and_are_named(tmp_path):
     paths = [tmp_path / "notes.jpg", tmp_path / "empty.png"]
     items = [PhotoDataset(paths, [0, 1])[i] for i in range(2)]
     assert all(item["image"] is None for item in items)
-    assert all("not a JPEG or PNG photo" in item["error"] and "truncated" not in item["error"] for item in items)
+    assert "not a JPEG, PNG or WebP image" in items[0]["error"] and "truncated" not in items[0]["error"]
+    assert "empty (0 bytes)" in items[1]["error"]
     failures = tmp_path / "failures.csv"
     rows = [(f"/p/{i}.jpg", f"/p/{i}.jpg: not a JPEG or PNG photo") for i in range(8)]
     failures.write_text("path,reason\n" + "".join(f"{p},{r}\n" for p, r in rows))
@@ -80,6 +81,8 @@ def test_unreadable_photos_get_their_true_reason_and_are_named(tmp_path):
         (["--max-connections", "0"], "--max-connections"),
         (["--max-upload-mb", "0"], "--max-upload-mb"),
         (["--max-megapixels", "-1"], "--max-megapixels"),
+        (["--api-key", ""], "--api-key is empty"),
+        (["--api-key", "clé"], "--api-key: use printable ASCII"),
     ],
 )
 def test_serve_limits_are_checked_before_the_model_loads(flags, named, tmp_path):

@@ -11,18 +11,30 @@ from PIL import Image, ImageColor
 from carseg.errors import CarsegError
 
 
-def alpha_matte(mask: np.ndarray, feather: float = 0.0, alpha: np.ndarray | None = None) -> np.ndarray:
+def alpha_matte(
+    mask: np.ndarray, feather: float = 0.0, alpha: np.ndarray | None = None, opacity: np.ndarray | None = None
+) -> np.ndarray:
     """float32 alpha in 0..1: the model's `alpha` (its probabilities) where given, else the 0/1 mask; its edge
-    softened by a Gaussian of `feather` pixels."""
+    softened by a Gaussian of `feather` pixels; times the photo's own `opacity` (uint8 0..255) where it has
+    one, so that nothing the photo had transparent becomes visible."""
     alpha = (mask if alpha is None else alpha).astype(np.float32)  # a copy: the caller's stays as it was
     if feather > 0:
         alpha = cv2.GaussianBlur(alpha, (0, 0), sigmaX=feather, borderType=cv2.BORDER_REPLICATE)
-    return np.clip(alpha, 0.0, 1.0, out=alpha)
+    np.clip(alpha, 0.0, 1.0, out=alpha)
+    if opacity is not None:
+        alpha *= opacity.astype(np.float32) * (1.0 / 255.0)
+    return alpha
 
 
-def cutout(image: np.ndarray, mask: np.ndarray, feather: float = 0.0, alpha: np.ndarray | None = None) -> np.ndarray:
+def cutout(
+    image: np.ndarray,
+    mask: np.ndarray,
+    feather: float = 0.0,
+    alpha: np.ndarray | None = None,
+    opacity: np.ndarray | None = None,
+) -> np.ndarray:
     """RGBA uint8: the car, transparent elsewhere (alpha: `alpha_matte`)."""
-    matte = alpha_matte(mask, feather, alpha)
+    matte = alpha_matte(mask, feather, alpha, opacity)
     out = np.empty((*mask.shape, 4), np.uint8)
     out[..., :3] = image
     matte *= 255  # in place: no more float copies of a photo's size
@@ -116,10 +128,11 @@ def composite(
     feather: float = 0.0,
     shadow: float = 0.0,
     alpha: np.ndarray | None = None,
+    opacity: np.ndarray | None = None,
 ) -> np.ndarray:
     """The car of `image` pasted on `background` (same size), RGB uint8, through `alpha_matte`; `shadow`
     (0..1) darkens the ground under the car by that much at most (`contact_shadow`)."""
-    alpha = alpha_matte(mask, feather, alpha)[..., None]
+    alpha = alpha_matte(mask, feather, alpha, opacity)[..., None]
     ground = background.astype(np.float32)
     if shadow > 0:
         ground *= 1.0 - contact_shadow(mask.astype(bool), shadow)[..., None]

@@ -16,8 +16,8 @@ ON_ERROR = ("skip", "stop")
 
 
 class PredictionModule(pl.LightningModule):
-    """Masks for batches of PhotoDataset items: {"done": [(index, path, image, mask)], "failed": [(index, path,
-    reason)]}. With `on_error="stop"` a photo that cannot be read stops the run (its error names it)."""
+    """Masks for batches of PhotoDataset items: {"done": [(item, mask, alpha, quality or None)], "failed":
+    [(index, path, reason)]}. With `on_error="stop"` a photo that cannot be read stops the run (its error names it)."""
 
     def __init__(self, predictor: Predictor, on_error: str = "skip", decode_here: bool = False, assess: bool = False):
         super().__init__()
@@ -43,5 +43,5 @@ class PredictionModule(pl.LightningModule):
         good = [(item, item["image"]) for item in batch if item["error"] is None]
         batched = self.predictor.batched_assess if self.assess else self.predictor.batched_mattes
         mattes = batched(good, batch_size=max(1, len(good)))  # photos of one size go together
-        done = [(item["index"], item["path"], item["image"], *result) for item, result in mattes]
+        done = [(item, *result, None)[:4] for item, result in mattes]
         return {"done": done, "failed": failed}

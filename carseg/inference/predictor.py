@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from carseg import console
 from carseg.errors import CarsegError
+from carseg.extras import require
 from carseg.hardware import autocast, emulated_bf16, emulated_bf16_message, inference_precision
 from carseg.inference.refine import TileRefiner, refine_edges, refine_probabilities
 from carseg.masks import edge_band
@@ -350,6 +350,7 @@ def edge_matte(mask: np.ndarray, prob: np.ndarray, band: int = MATTE_BAND, overw
 
 
 def _ort_session(path: Path, threads: int | None) -> Any:
+    ort = require("onnxruntime", "onnx", "predicting with --onnx")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads

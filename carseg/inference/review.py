@@ -13,6 +13,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from carseg.inference.outputs import text_file
 from carseg.models.quality import FEATURES
 
 # review: 1 where the score is under the calibration's own threshold (`QualityModel.review_below`)
@@ -50,7 +51,7 @@ def row(index: int, path: Path, quality: dict[str, Any]) -> list[Any]:
 def _read(path: Path, with_index: bool) -> list[list[str]]:
     if not path.is_file():
         return []
-    with open(path, newline="") as fh:
+    with text_file(path) as fh:
         rows = [r for r in csv.reader(line for line in fh if line.endswith("\n")) if r]
     if with_index:
         return [r[1:] for r in rows if len(r) == len(COLUMNS) + 1]
@@ -65,7 +66,7 @@ def merge_review(review: Path, parts: Sequence[Path]) -> list[dict[str, Any]]:
         by_path.update((r[1], r) for r in _read(part, True))
     rows = sorted(by_path.values(), key=lambda r: (float(r[2]), r[0]))
     tmp = review.with_name(f".{review.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as fh:
+    with text_file(tmp, "w") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(COLUMNS)
         writer.writerows(rows)
@@ -75,18 +76,26 @@ def merge_review(review: Path, parts: Sequence[Path]) -> list[dict[str, Any]]:
     return [dict(zip(COLUMNS, r, strict=True)) for r in rows]
 
 
-def send_to_review(rows: Sequence[dict[str, Any]], below: float, out_dir: Path | None, folder: Path) -> list[Path]:
+def send_to_review(
+    rows: Sequence[dict[str, Any]],
+    below: float,
+    out_dir: Path | None,
+    folder: Path,
+    names: dict[str, str] | None = None,
+) -> list[Path]:
     """Copy the photos scoring under `below` (and their cut-outs from `out_dir`, when written) into `folder`,
-    with `contact_sheet.png` of their cut-outs (or photos); the photos copied."""
+    with `contact_sheet.png` of their cut-outs (or photos); the photos copied. `names`: each photo path's
+    output name (default: its stem), which also names its copy, so that no two copies share a name."""
     folder.mkdir(parents=True, exist_ok=True)
     chosen = [r for r in rows if float(r["quality"]) < below]
     copied, tiles = [], []
     for r in chosen:
         photo = Path(r["path"])
-        target = folder / photo.name
+        name = (names or {}).get(r["path"], photo.stem)
+        target = folder / (name + photo.suffix if name != photo.stem else photo.name)
         shutil.copy2(photo, target)
         copied.append(target)
-        cut = out_dir / f"{photo.stem}_cutout.png" if out_dir is not None else None
+        cut = out_dir / f"{name}_cutout.png" if out_dir is not None else None
         if cut is not None and cut.is_file():
             shutil.copy2(cut, folder / cut.name)
         tiles.append((cut if cut is not None and cut.is_file() else photo, photo.name, float(r["quality"])))

@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 
 from carseg import console
 from carseg.errors import CarsegError
-from carseg.inference.photos import PhotoDataset, as_list, list_inputs
+from carseg.inference.outputs import check_outputs, row_names, unique_names
+from carseg.inference.photos import MAX_MEGAPIXELS, PhotoDataset, as_list, scan_inputs
 from carseg.inference.prediction_module import PredictionModule
 from carseg.inference.predictor import Predictor
 from carseg.inference.review import merge_review, parts_of, send_to_review
@@ -48,13 +49,16 @@ class PredictionSummary:
     submission_rows: int | None
 
 
-def _complete(paths: Sequence[Path], out_dir: Path | None, submission: Path | None, background: str | None) -> set:
-    """Indices of the photos whose outputs are all there (files are written whole or not at all)."""
+def _complete(
+    names: Sequence[str], rows: Sequence[str], out_dir: Path | None, submission: Path | None, background: str | None
+) -> set:
+    """Indices of the photos whose outputs are all there (files are written whole or not at all, and a file
+    carseg did not write is never taken for one: `unique_names` names around it)."""
     done_names = submitted_names(submission) if submission is not None else None
     complete = set()
-    for i, path in enumerate(paths):
-        files_done = out_dir is None or all(f.is_file() for f in output_files(out_dir, path, background))
-        row_done = done_names is None or path.name in done_names
+    for i, (name, row) in enumerate(zip(names, rows, strict=True)):
+        files_done = out_dir is None or all(f.is_file() for f in output_files(out_dir, name, background))
+        row_done = done_names is None or row in done_names
         if files_done and row_done:
             complete.add(i)
     return complete
@@ -91,17 +95,20 @@ def predict(
     decode: str = "auto",
     review: str | Path | None = None,
     review_below: float | None = None,
+    max_megapixels: float = MAX_MEGAPIXELS,
 ) -> PredictionSummary | None:
-    """Predict every input; write `<stem>_mask.png`, `<stem>_cutout.png` (and `<stem>_composite.jpg` with a
-    background) into `out`, and/or Kaggle's `img,rle_mask` rows into `submission`. Photos that cannot be read
-    are listed in `failures.csv` (`on_error="skip"`) or stop the run (`"stop"`). The summary on the first
-    process (None on the others)."""
+    """Predict every input; write `<name>_mask.png`, `<name>_cutout.png` (and `<name>_composite.jpg` with a
+    background) into `out` (names: `carseg.inference.outputs`), and/or Kaggle's `img,rle_mask` rows into
+    `submission`. Photos that cannot be read are listed in `failures.csv` (`on_error="skip"`) or stop the
+    run (`"stop"`). The summary on the first process (None on the others)."""
     end_with_launcher()  # a rank started by the launcher ends with it
-    if out is None and submission is None:
-        raise CarsegError("nothing to write: give --out DIR and/or --submission FILE")
+    check_outputs(out, submission, review)
     if devices < 1 or num_nodes < 1:
         raise CarsegError(f"--devices {devices} --num-nodes {num_nodes}: both must be at least 1")
-    paths = list_inputs(inputs)
+    if not max_megapixels > 0:
+        raise CarsegError(f"--max-megapixels {max_megapixels}: give a positive number")
+    found = scan_inputs(inputs)
+    paths = found.photos
     out_dir = Path(out) if out is not None else None
     csv_path = Path(submission) if submission is not None else None
     for folder in (out_dir, csv_path.parent if csv_path else None):
@@ -110,8 +117,14 @@ def predict(
     launching = "LOCAL_RANK" not in os.environ  # DDP ranks started by Lightning have it
     if launching:
         os.environ[RUN_ID_ENV] = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        if found.earlier_outputs:
+            console.info(
+                f"{len(found.earlier_outputs)} files are outputs of an earlier run, not photos: left as they are"
+            )
     run_id = os.environ[RUN_ID_ENV]
-    complete = _complete(paths, out_dir, csv_path, background)
+    names = unique_names(paths, out_dir, background)
+    rows_named = row_names(paths, names)
+    complete = _complete(names, rows_named, out_dir, csv_path, background)
     remaining = [i for i in range(len(paths)) if i not in complete]
     if shadow and background is None:
         raise CarsegError("--shadow darkens the ground of a composite: give --background too")
@@ -131,10 +144,19 @@ def predict(
     if review_path is not None:
         review_path.parent.mkdir(parents=True, exist_ok=True)
     writer = OutputWriter(
-        run_id, out_dir, csv_path, background, feather, shadow, threads=write_threads, review=review_path
+        run_id,
+        out_dir,
+        csv_path,
+        background,
+        feather,
+        shadow,
+        threads=write_threads,
+        review=review_path,
+        names=names,
+        row_names=rows_named,
     )
     if not remaining:  # parts of a run stopped after its last photo still get merged
-        rows, failed = _finish(paths, csv_path, writer, 1, review_below)
+        rows, failed = _finish(paths, rows_named, csv_path, writer, 1, review_below)
     else:
         if launching and complete:
             console.info(f"{len(complete)} of {len(paths)} photos are already done; predicting {len(remaining)}")
@@ -160,7 +182,7 @@ def predict(
                 "this machine has (--accelerator cpu runs CPU processes; --devices at most the GPUs visible)"
             ) from None
         loader = DataLoader(
-            PhotoDataset(paths, remaining, raw_jpeg=decode_here),
+            PhotoDataset(paths, remaining, raw_jpeg=decode_here, max_megapixels=max_megapixels),
             batch_size=batch_size,
             num_workers=workers,
             worker_init_fn=worker_init,
@@ -179,7 +201,7 @@ def predict(
             raise
         finally:
             if trainer.is_global_zero:
-                rows, failed = _finish(paths, csv_path, writer, trainer.world_size, review_below)
+                rows, failed = _finish(paths, rows_named, csv_path, writer, trainer.world_size, review_below)
         if not trainer.is_global_zero:
             return None
     failed_file = failures_path(out_dir, csv_path)
@@ -187,16 +209,23 @@ def predict(
 
 
 def _finish(
-    paths: Sequence[Path], submission: Path | None, writer: OutputWriter, world: int, review_below: float | None = None
+    paths: Sequence[Path],
+    rows_named: Sequence[str],
+    submission: Path | None,
+    writer: OutputWriter,
+    world: int,
+    review_below: float | None = None,
 ) -> tuple[int | None, int]:
     """On the first process: merge the Kaggle rows, the review rows and this run's failures of every process;
     copy the photos under `review_below` for review; (rows, failures)."""
-    rows = merge_submission(submission, {p.name: i for i, p in enumerate(paths)}) if submission is not None else None
+    order = {name: i for i, name in enumerate(rows_named)}
+    rows = merge_submission(submission, order) if submission is not None else None
     if writer.review is not None:
         reviewed = merge_review(writer.review, parts_of(writer.review))
         if review_below is not None:
             folder = writer.review.parent / "review"
-            sent = send_to_review(reviewed, review_below, writer.out_dir, folder)
+            names = dict(zip(map(str, paths), writer.names, strict=True)) if writer.names is not None else None
+            sent = send_to_review(reviewed, review_below, writer.out_dir, folder, names)
             console.info(f"{len(sent)} of {len(reviewed)} photos score under {review_below:g}: copied to {folder}")
         console.info(f"quality of every photo, worst first: {writer.review}")
     where = failures_path(writer.out_dir, submission)

@@ -2,7 +2,9 @@
 command skips it: files are written under a temporary name and renamed; Kaggle rows and failures go to one
 part file per process and run, flushed row by row, and are merged in input order at the end.
 
-`<out>/`                     `<name>_mask.png`, `<name>_cutout.png`, `<name>_composite.jpg` (with a background)
+`<out>/`                     `<name>_mask.png`, `<name>_cutout.png`, `<name>_composite.jpg` (with a background);
+                             `<name>`: the photo's output name (`carseg.inference.outputs`), each file marked as
+                             carseg's and carrying the photo's colour profile
 `<submission>`               Kaggle's `img,rle_mask` CSV, every finished photo once, in input order
 `<submission>.parts/`        the part files while a run is unfinished
 `failures.csv`               photos that could not be read, with the reason (in `<out>/`, else beside the CSV)
@@ -27,6 +29,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 from carseg.data.rle import rle_encode
 from carseg.inference.background import composite, cutout, load_background
+from carseg.inference.outputs import output_names, save_options, text_file
 from carseg.inference.review import part_path as review_part
 from carseg.inference.review import row as review_row
 
@@ -34,19 +37,20 @@ FAILURES = "failures.csv"
 csv.field_size_limit(1 << 30)  # a full-size run-length code is a long field
 
 
-def atomic_save(image: Image.Image, path: Path, **kwargs: Any) -> None:
-    """Save under a temporary name, then rename: a file either is complete or is not there."""
+def atomic_save(image: Image.Image, path: Path, icc: bytes | None = None, **kwargs: Any) -> None:
+    """Save under a temporary name, then rename: a file either is complete or is not there. It is marked as
+    carseg's output and carries the colour profile `icc` where given."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    image.save(tmp, format=Image.registered_extensions()[path.suffix.lower()], **kwargs)
+    fmt = Image.registered_extensions()[path.suffix.lower()]
+    if icc:
+        kwargs["icc_profile"] = icc
+    image.save(tmp, format=fmt, **save_options(fmt), **kwargs)
     os.replace(tmp, path)
 
 
-def output_files(out_dir: Path, photo: Path, background: str | None) -> list[Path]:
-    """The files one photo gets in `out_dir`."""
-    names = [f"{photo.stem}_mask.png", f"{photo.stem}_cutout.png"]
-    if background is not None:
-        names.append(f"{photo.stem}_composite.jpg")
-    return [out_dir / n for n in names]
+def output_files(out_dir: Path, name: str, background: str | None) -> list[Path]:
+    """The files one photo gets in `out_dir`, for its output name (`unique_names`)."""
+    return [out_dir / n for n in output_names(name, background)]
 
 
 def parts_dir(submission: Path) -> Path:
@@ -63,7 +67,7 @@ def failures_path(out_dir: Path | None, submission: Path | None) -> Path:
 def _rows(path: Path) -> Iterator[list[str]]:
     """The complete rows of a CSV being written row by row, read line by line (memory stays bounded); a last
     row cut off by a stop (no line end) is left out."""
-    with open(path, newline="") as fh:
+    with text_file(path) as fh:
         yield from csv.reader(line for line in fh if line.endswith("\n"))
 
 
@@ -90,7 +94,7 @@ def merge_submission(submission: Path, order: dict[str, int]) -> int:
     sources += [((int(r[0]), r[1], r[2]) for r in _rows(p) if len(r) == 3 and r[1] in order) for p in parts]
     tmp = submission.with_name(f".{submission.name}.tmp-{os.getpid()}")
     count, last = 0, None
-    with open(tmp, "w", newline="") as fh:
+    with text_file(tmp, "w") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(["img", "rle_mask"])
         for index, name, code in heapq.merge(*sources):
@@ -114,7 +118,7 @@ def merge_failures(path: Path, parts: Sequence[Path]) -> int:
         path.unlink(missing_ok=True)
         return 0
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as fh:
+    with text_file(tmp, "w") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(["path", "reason"])
         writer.writerows([(p, reason) for _, p, reason in rows])
@@ -136,9 +140,13 @@ class OutputWriter(BasePredictionWriter):
         shadow: float = 0.0,
         threads: int = 0,
         review: Path | None = None,
+        names: Sequence[str] | None = None,
+        row_names: Sequence[str] | None = None,
     ):
         super().__init__(write_interval="batch")
         self.run_id, self.out_dir, self.submission = run_id, out_dir, submission
+        # each photo's output name and Kaggle row name, by input index (None: its stem and its file name)
+        self.names, self.row_names = names, row_names
         self.background, self.feather, self.shadow = background, feather, shadow
         self.rows: TextIO | None = None
         self.failures: TextIO | None = None
@@ -160,10 +168,10 @@ class OutputWriter(BasePredictionWriter):
         if self.submission is not None:
             parts_dir(self.submission).mkdir(parents=True, exist_ok=True)
             part = parts_dir(self.submission) / f"{self.run_id}-rank{rank:03d}.csv"
-            self.rows = open(part, "a", newline="")  # noqa: SIM115 - closed in teardown
-        self.failures = open(self.failure_part(rank), "a", newline="")  # noqa: SIM115 - closed in teardown
+            self.rows = text_file(part, "a")  # noqa: SIM115 - closed in teardown
+        self.failures = text_file(self.failure_part(rank), "a")  # noqa: SIM115 - closed in teardown
         if self.review is not None:
-            self.reviews = open(review_part(self.review, self.run_id, rank), "a", newline="")  # noqa: SIM115
+            self.reviews = text_file(review_part(self.review, self.run_id, rank), "a")  # noqa: SIM115
 
     def _drain(self, keep: int = 0) -> None:
         """Wait until at most `keep` photos are waiting to be written, and write their rows in the photos'
@@ -199,8 +207,8 @@ class OutputWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        for index, path, image, mask, alpha, *quality in prediction["done"]:
-            args = (index, Path(path), image, mask, alpha, quality[0] if quality else None)
+        for item, mask, alpha, quality in prediction["done"]:
+            args = (item["index"], Path(item["path"]), item["image"], mask, alpha, quality, item)
             if self.threads <= 0:
                 self.write_photo(*args)
                 continue
@@ -221,18 +229,24 @@ class OutputWriter(BasePredictionWriter):
         mask: np.ndarray,
         alpha: np.ndarray | None = None,
         quality: dict[str, Any] | None = None,
+        item: dict[str, Any] | None = None,
     ) -> tuple[str | None, str | None]:
-        """The 0/1 mask, the cut-out and composite through the model's alpha; the Kaggle row (written here in
-        the loop; on threads, returned, and written by the loop in the photos' order)."""
+        """The 0/1 mask, the cut-out and composite through the model's alpha (times the photo's own, and with
+        its colour profile: `item`'s "opacity" and "icc"); the Kaggle row (written here in the loop; on
+        threads, returned, and written by the loop in the photos' order)."""
+        item = item or {}
+        opacity, icc = item.get("opacity"), item.get("icc")
         if self.out_dir is not None:
-            files = output_files(self.out_dir, path, self.background)
+            name = self.names[index] if self.names is not None else path.stem
+            files = output_files(self.out_dir, name, self.background)
             atomic_save(Image.fromarray(mask * 255), files[0])
-            atomic_save(Image.fromarray(cutout(image, mask, self.feather, alpha)), files[1])
+            atomic_save(Image.fromarray(cutout(image, mask, self.feather, alpha, opacity)), files[1], icc)
             if self.background is not None:
                 bg = load_background(self.background, image.shape[:2])
-                picture = composite(image, mask, bg, self.feather, self.shadow, alpha)
-                atomic_save(Image.fromarray(picture), files[2], quality=95)
-        line = _csv_line([index, path.name, rle_encode(mask)]) if self.rows is not None else None
+                picture = composite(image, mask, bg, self.feather, self.shadow, alpha, opacity)
+                atomic_save(Image.fromarray(picture), files[2], icc, quality=95)
+        row_name = self.row_names[index] if self.row_names is not None else path.name
+        line = _csv_line([index, row_name, rle_encode(mask)]) if self.rows is not None else None
         scored = _csv_line(review_row(index, path, quality)) if quality is not None else None
         if self.threads <= 0:
             self._row((line, scored))

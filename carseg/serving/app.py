@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -22,9 +23,9 @@ from fastapi.staticfiles import StaticFiles
 from PIL import ImageColor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from carseg import __version__
+from carseg.data.photo import Photo
 from carseg.errors import CarsegError
 from carseg.inference.background import colour_background, composite, cutout, fit_background
 from carseg.inference.predictor import Predictor
@@ -106,24 +107,28 @@ def parse_colour(text: str, field_name: str) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
-def _shrink(
-    image: np.ndarray, mask: np.ndarray, alpha: np.ndarray, max_pixels: float | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    h, w = mask.shape
-    if max_pixels is None or h * w <= max_pixels:
-        return image, mask, alpha
-    scale = (max_pixels / (h * w)) ** 0.5
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small_alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), (small_alpha >= 0.5).astype(np.uint8), small_alpha
+def _shrink(picture: np.ndarray | None, size: tuple[int, int]) -> np.ndarray | None:
+    """`picture` resized to `size` (W, H) with the area filter (None stays None)."""
+    if picture is None or picture.shape[1::-1] == size:
+        return picture
+    return cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
 
 
-def render(image: np.ndarray, mask: np.ndarray, alpha: np.ndarray, how: Render) -> tuple[bytes, str, np.ndarray]:
+def render(photo: Photo, mask: np.ndarray, alpha: np.ndarray, how: Render) -> tuple[bytes, str, np.ndarray]:
     """The encoded result, its content type and the mask at the result's size. The mask answers `om` and
-    channels=alpha (0/1, as Kaggle's masks); cut-outs and composites go through the model's `alpha`."""
-    image, mask, alpha = _shrink(image, mask, alpha, how.max_pixels)
+    channels=alpha (0/1, as Kaggle's masks); cut-outs and composites go through the model's `alpha`. What the
+    photo had transparent stays so (its alpha multiplies the answer's), and its colour profile is kept."""
+    image, opacity = photo.rgb, photo.alpha
+    h, w = mask.shape
+    if how.max_pixels is not None and h * w > how.max_pixels:
+        scale = (how.max_pixels / (h * w)) ** 0.5
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        image, alpha, opacity = _shrink(image, size), _shrink(alpha, size), _shrink(opacity, size)
+        mask = (alpha >= 0.5).astype(np.uint8)
     if how.only_mask:
         picture = mask.astype(np.uint8) * 255
+        if opacity is not None:
+            picture = ((picture.astype(np.uint16) * opacity + 127) // 255).astype(np.uint8)
     elif how.background is not None:
         size = mask.shape
         if isinstance(how.background, np.ndarray):
@@ -133,12 +138,12 @@ def render(image: np.ndarray, mask: np.ndarray, alpha: np.ndarray, how: Render) 
                 ground = colour_background(how.background, size)
             except CarsegError as err:
                 raise UploadError(400, "bad_background", str(err)) from None
-        picture = composite(image, mask, ground, how.feather, how.shadow, alpha)
+        picture = composite(image, mask, ground, how.feather, how.shadow, alpha, opacity)
     else:
         if how.shadow:
             raise UploadError(400, "shadow_without_background", "shadow darkens a new background: give one too")
-        picture = cutout(image, mask, how.feather, alpha)
-    data, content_type = encode(picture, how.fmt)
+        picture = cutout(image, mask, how.feather, alpha, opacity)
+    data, content_type = encode(picture, how.fmt, icc=None if how.only_mask else photo.icc)
     return data, content_type, mask
 
 
@@ -237,6 +242,15 @@ def quality_headers(quality: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def check_api_key(key: str, name: str = "api_key") -> None:
+    """A usable API key: not empty (an unset shell variable) and ASCII (HTTP headers carry bytes, and a
+    non-ASCII key would never match); else a CarsegError naming `name`."""
+    if not key:
+        raise CarsegError(f"{name} is empty (an unset variable?): give the key, or leave the option out")
+    if not key.isascii() or not key.isprintable():
+        raise CarsegError(f"{name}: use printable ASCII characters only; HTTP headers carry the key byte for byte")
+
+
 class Service:
     """One loaded model behind a bounded queue, with the limits and metrics of one app."""
 
@@ -248,6 +262,8 @@ class Service:
                 f"max_upload_mb={config.max_upload_mb:g}, max_megapixels={config.max_megapixels:g}: both must be "
                 "positive"
             )
+        if config.api_key is not None:
+            check_api_key(config.api_key)
         self.config = config
         self.predictor = predictor or Predictor(ckpt=config.ckpt, onnx=config.onnx, **config.predictor)
         self.queue = BoundedQueue(config.workers, config.queue)
@@ -291,8 +307,8 @@ class Service:
 
         def job() -> tuple[bytes, str, np.ndarray, dict[str, Any]]:  # reads only its arguments; changes nothing shared
             image = decode_photo(photo, field_name, limit)
-            ground = how.background if background[1] is None else decode_photo(background[1], background[0], limit)
-            ((mask, alpha, quality),) = self.predictor.assess([image])
+            ground = how.background if background[1] is None else decode_photo(background[1], background[0], limit).rgb
+            ((mask, alpha, quality),) = self.predictor.assess([image.rgb])
             return (*render(image, mask, alpha, dataclasses.replace(how, background=ground)), quality)
 
         return await self.queue.run(job)
@@ -312,9 +328,32 @@ def _count(request: Request, response: Response, start: float) -> Response:
     return response
 
 
+def host_allowed(host: str, allowed: list[str] | None) -> bool:
+    """Whether a request's Host header (port aside; "" when absent) names one of `allowed` (None: any;
+    "*.example.com" takes its subdomains)."""
+    if allowed is None:
+        return True
+    name = host[: host.index("]") + 1] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
+    name = name.lower()
+    return bool(name) and any(
+        name == pattern.lower() or (pattern.startswith("*.") and name.endswith(pattern[1:].lower()))
+        for pattern in allowed
+    )
+
+
 async def guard_and_measure(request: Request, call_next: Any) -> Response:
-    """The API key and the declared upload size, checked before anything else; every answer counted."""
+    """The Host, the framing, the API key and the declared upload size, checked before anything else; every
+    answer counted."""
     start, path, config = time.perf_counter(), request.url.path, service_of(request).config
+    if not host_allowed(request.headers.get("host", ""), config.allowed_hosts):
+        given = request.headers.get("host")
+        message = f"Host {given!r} is not served here" if given else "no Host header: HTTP/1.1 needs one"
+        return _count(request, _error(path, 400, "bad_host", message), start)
+    if "content-length" in request.headers and "transfer-encoding" in request.headers:
+        # RFC 9112 6.1: a message with both may be a smuggling attempt; refuse it and close the connection
+        message = "both Content-Length and Transfer-Encoding: send one"
+        response = _error(path, 400, "bad_framing", message, headers={"Connection": "close"})
+        return _count(request, response, start)
     if config.api_key and path not in OPEN_PATHS:
         given = request.headers.get("x-api-key", "")
         if not secrets.compare_digest(given.encode(), config.api_key.encode()):
@@ -355,7 +394,13 @@ router = APIRouter()
 @router.get("/health", summary="Liveness and the loaded model")
 async def health(service: Service = Depends(service_of)) -> dict[str, Any]:
     model = service.config.ckpt or service.config.onnx
-    return {"status": "ok", "model": str(model), "queue": service.queue.pending, "capacity": service.queue.capacity}
+    names = [Path(str(m)).name for m in (model if isinstance(model, list) else [model])]  # never the server's paths
+    return {
+        "status": "ok",
+        "model": names[0] if len(names) == 1 else names,
+        "queue": service.queue.pending,
+        "capacity": service.queue.capacity,
+    }
 
 
 @router.get("/metrics", summary="Prometheus metrics")
@@ -456,6 +501,4 @@ def create_app(config: ServeConfig, predictor: Predictor | None = None) -> FastA
     app.add_exception_handler(RequestValidationError, bad_fields)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    if config.allowed_hosts:  # outermost: a request for another host name is answered before anything runs
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(config.allowed_hosts))
     return app

@@ -60,23 +60,42 @@ class LimitedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._phase: str | None = None  # "headers" or "body" while a request is arriving
+        self._idle_since: float | None = None  # since when the connection holds no byte of a request
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
+        self._idle_since = self.loop.time()
+        if len(self.connections) > self.limits.max_connections and not self._evict_idle():
             log.warning("refused a connection: %d are open (the limit)", self.limits.max_connections)
             transport.write(_response(503, "Service Unavailable", "too many open connections; retry later\n"))
             transport.close()
             return
         self._arm("headers", self.limits.header_timeout)
 
+    def _evict_idle(self) -> bool:
+        """Close the connection idle the longest (no byte of a request on it, no answer being made), so that
+        idle sockets holding every place cannot lock out a client with a request; False when none is idle."""
+        idle = [c for c in self.connections if c is not self and getattr(c, "_idle_since", None) is not None]
+        idle = [c for c in idle if not c.transport.is_closing()]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c._idle_since)
+        log.info("closed the connection idle longest to make room: %d are open (the limit)", len(self.connections))
+        oldest._disarm()
+        oldest._idle_since = None
+        oldest.transport.close()
+        return True
+
     def data_received(self, data: bytes) -> None:
+        self._idle_since = None
         super().data_received(data)
         self._follow()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._follow()
+        if self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]:
+            self._idle_since = self.loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

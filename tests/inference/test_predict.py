@@ -140,7 +140,7 @@ def test_background_helpers(tmp_path):
 
 def test_bad_inputs(best_ckpt, photos, tmp_path):
     predictor = Predictor(ckpt=best_ckpt)
-    with pytest.raises(CarsegError, match="notes.txt: not a JPEG or PNG"):
+    with pytest.raises(CarsegError, match="notes.txt: not a photo's name"):
         predict([photos / "notes.txt"], predictor, out=tmp_path / "o")
     with pytest.raises(CarsegError, match="no such file or folder"):
         predict([tmp_path / "missing"], predictor, out=tmp_path / "o")
@@ -162,10 +162,16 @@ def test_bad_inputs(best_ckpt, photos, tmp_path):
 
 
 def test_unreadable_folder(best_ckpt, photos, tmp_path, monkeypatch):
-    def denied(self):
-        raise PermissionError(13, "Permission denied")
+    import os
 
-    monkeypatch.setattr(Path, "iterdir", denied)
+    scandir = os.scandir
+
+    def denied(path="."):
+        if isinstance(path, str | os.PathLike) and Path(path) == photos:
+            raise PermissionError(13, "Permission denied")
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
     with pytest.raises(CarsegError, match="the folder cannot be read"):
         predict([photos], Predictor(ckpt=best_ckpt), out=tmp_path / "o")
 

@@ -180,7 +180,7 @@ def _hundred_megapixels() -> bytes:
     [
         (lambda p: b"", 400, "empty"),
         (lambda p: b"this is not a photo at all", 415, "not a JPEG, PNG or WebP"),
-        (_truncated_jpeg, 400, "truncated or corrupt"),
+        (_truncated_jpeg, 400, "truncated"),
         (lambda p: _hundred_megapixels(), 413, "100.0 megapixels; the limit is 50"),
         (lambda p: zero_size_png(), 400, "0x0 pixels"),
     ],
@@ -213,6 +213,39 @@ def test_uploads_over_the_limit_are_refused(small_ckpt, predictor, photo):
         assert response.status_code == 413 and "the limit is 0.05 MB" in response.json()["detail"]
         ok = small.post("/api/remove", files={"file": ("car.jpg", jpeg_bytes(photo), "image/jpeg")})
         assert ok.status_code == 200
+
+
+def test_uploads_keep_their_transparency_and_colour_profile(client, photo):
+    """What the upload had transparent stays transparent in every answer; its ICC profile comes back."""
+    from PIL import ImageCms
+
+    rgba = np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])
+    rgba[:, : photo.shape[1] // 2, 3] = 0  # the left half transparent
+    files = {"file": ("car.png", png_bytes(rgba), "image/png")}
+    for data in ({}, {"format": "webp"}, {"om": "true"}):
+        answer = decode(client.post("/api/remove", files=files, data=data).content)
+        alpha = answer if answer.ndim == 2 else answer[..., 3]
+        assert alpha[:, : photo.shape[1] // 2].max() == 0, data
+    removebg = client.post("/v1.0/removebg", files={"image_file": files["file"]}, data={"channels": "alpha"})
+    assert decode(removebg.content)[:, : photo.shape[1] // 2].max() == 0
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, "JPEG", quality=95, icc_profile=icc)
+    tagged = {"file": ("p3.jpg", buffer.getvalue(), "image/jpeg")}
+    for fmt in ("png", "jpg", "webp"):
+        answer = client.post("/api/remove", files=tagged, data={"format": fmt})
+        assert Image.open(io.BytesIO(answer.content)).info.get("icc_profile") == icc, fmt
+
+
+def test_api_keys_that_cannot_work_are_refused_and_health_shows_no_path(small_ckpt, predictor):
+    from carseg.errors import CarsegError
+
+    for key, words in (("", "empty"), ("clé", "ASCII"), ("a\nb", "ASCII")):
+        with pytest.raises(CarsegError, match=words):
+            client_for(small_ckpt, predictor, api_key=key)
+    with client_for(small_ckpt, predictor) as plain:
+        model = plain.get("/health").json()["model"]
+    assert model == small_ckpt.name and "/" not in model
 
 
 def test_api_key_guards_everything_but_health(small_ckpt, predictor, photo):
@@ -297,7 +330,8 @@ def test_only_the_hosts_it_is_bound_to_are_answered(small_ckpt, predictor, photo
     client = client_for(small_ckpt, predictor, allowed_hosts=hosts)
     files = {"file": ("car.png", png_bytes(photo), "image/png")}
     refused = client.post("/api/remove", files=files, headers={"host": "attacker.example"})
-    assert refused.status_code == 400
+    assert refused.status_code == 400 and refused.json()["code"] == "bad_host"  # the API's JSON shape
+    assert "attacker.example" in refused.json()["detail"]
     assert client.get("/health", headers={"host": "attacker.example:7000"}).status_code == 400
     assert client.post("/api/remove", files=files, headers={"host": "localhost:7000"}).status_code == 200
     assert client.get("/health", headers={"host": "127.0.0.1:7000"}).status_code == 200
@@ -324,12 +358,12 @@ def test_every_image_mode_keeps_its_levels():
     from carseg.serving.images import decode_photo
 
     ramp = (np.arange(64 * 48, dtype=np.uint32).reshape(48, 64) * 21).astype(np.uint16)  # 0 .. 64500
-    grey16 = decode_photo(_bytes_as(Image.fromarray(ramp), "PNG"), "file", 50)
+    grey16 = decode_photo(_bytes_as(Image.fromarray(ramp), "PNG"), "file", 50).rgb
     assert grey16.shape == (48, 64, 3) and grey16.dtype == np.uint8
     np.testing.assert_allclose(grey16[..., 0].astype(float), ramp / 257, atol=1)  # not a white picture
     for mode in ("L", "LA", "P", "RGBA", "1"):
         picture = Image.new("RGB", (32, 24), (90, 90, 90)).convert(mode)
-        decoded = decode_photo(_bytes_as(picture, "PNG"), "file", 50)
+        decoded = decode_photo(_bytes_as(picture, "PNG"), "file", 50).rgb
         assert decoded.shape == (24, 32, 3), mode
 
 

@@ -110,9 +110,9 @@ def test_a_body_that_never_arrives_is_closed(server):
     assert healthy(port)
 
 
-def test_connections_beyond_the_cap_are_refused_and_a_request_still_gets_through(server):
+def test_connections_beyond_the_cap_are_refused_when_every_one_is_busy(server):
     port, proc = server
-    held = [connect(port) for _ in range(MAX_CONNECTIONS)]
+    held = [connect(port, b"GET /health HTTP/1.1\r\n") for _ in range(MAX_CONNECTIONS)]  # requests arriving
     time.sleep(0.3)
     extra = connect(port)
     closed, got = closed_by_server(extra, 3)
@@ -123,6 +123,40 @@ def test_connections_beyond_the_cap_are_refused_and_a_request_still_gets_through
         sock.close()
     assert healthy(port)
     assert proc.poll() is None
+
+
+def test_idle_connections_holding_every_place_cannot_lock_a_client_out(server):
+    port, _ = server
+    idle = [connect(port) for _ in range(MAX_CONNECTIONS)]  # connected, silent
+    time.sleep(0.3)
+    start = time.monotonic()
+    assert healthy(port) and time.monotonic() - start < HEADER_S  # served at once, not after a deadline
+    closed, _ = closed_by_server(idle[0], 1)
+    assert closed, "the connection idle longest makes room"
+    for sock in idle:
+        sock.close()
+
+
+def _answers(sock: socket.socket, within: float = 5) -> bytes:
+    closed, got = closed_by_server(sock, within)
+    sock.close()
+    return got
+
+
+def test_a_request_with_two_framings_is_refused_and_what_it_hides_is_never_answered(server):
+    port, _ = server
+    hidden = b"GET /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    body = b"0\r\n\r\n" + hidden
+    head = b"POST /api/remove HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+    got = _answers(connect(port, head + b"Content-Length: %d\r\n\r\n" % len(body) + body))
+    assert got.startswith(b"HTTP/1.1 400") and got.count(b"HTTP/1.1 ") == 1, got
+    assert b"bad_framing" in got
+
+
+def test_a_request_without_host_gets_the_apis_json_refusal(server):
+    port, _ = server
+    got = _answers(connect(port, b"GET /health HTTP/1.0\r\n\r\n"))
+    assert got.startswith(b"HTTP/1.1 400") and b'"code":"bad_host"' in got.replace(b" ", b""), got
 
 
 def test_the_limits_are_checked():
