@@ -31,7 +31,7 @@ def test_installed_carseg_finds_its_configs_and_trains(tiny_root, tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     assert (site / "carseg" / "conf" / "train.yaml").is_file() and (site / "carseg" / "conf" / "model").is_dir()
     assert not (site / "carseg" / "conf" / "local" / "default.yaml").exists()  # machine settings stay behind
-    assert (site / "hydra_plugins" / "carseg_optuna_sweeper" / "resumable_optuna_sweeper.py").is_file()
+    assert (site / "hydra_plugins" / "carseg_optuna_sweeper" / "optuna_sweeper.py").is_file()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}

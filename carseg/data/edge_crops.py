@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from rich.progress import track
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from carseg.data.carvana import Record, scan
 from carseg.data.checks import check_records
@@ -72,7 +72,7 @@ def load_photos(
         raise CarsegError(f"refiner: problem(s) with the {what} files:\n  {files}\nFix or remove these files")
     photos = EdgePhotos()
     desc = f"refiner: reading {what} photos" + (" and the coarse model's probabilities" if coarse_source else "")
-    for record in tqdm(records, desc=desc, unit="photo", leave=False):
+    for record in track(records, description=desc, transient=True):
         image = read_image(record.image)
         mask = read_mask(record, image.shape[:2])
         coarse = None

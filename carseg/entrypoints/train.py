@@ -8,11 +8,12 @@ from omegaconf import DictConfig
 from carseg.config import CONFIG_PATH, VERSION_BASE
 from carseg.errors import exit_on_user_error
 from carseg.training.run import train
-from hydra_plugins.carseg_optuna_sweeper.resumable_optuna_sweeper import ResumableOptunaSweeper
+from hydra_plugins.carseg_optuna_sweeper.optuna_sweeper import CarsegOptunaSweeper
 
 # Hydra finds plugins by listing the hydra_plugins folders; an editable install of carseg hides its folder
-# from that listing, so carseg's sweeper (hparams_search=optuna) is registered here by name as well.
-Plugins.instance().register(ResumableOptunaSweeper)
+# from that listing, so carseg's sweeper (hparams_search=optuna) is registered here by name as well (its import also
+# registers its config, hydra/sweeper=carseg_optuna).
+Plugins.instance().register(CarsegOptunaSweeper)
 
 
 @hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="train")

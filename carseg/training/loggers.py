@@ -19,6 +19,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from carseg import console
+from carseg.extras import require
 
 
 def wandb_api_key_configured() -> bool:
@@ -85,6 +86,14 @@ class CSVLogger(LightningCSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _KeepingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def tensorboard_logger(**kwargs: Any) -> Any:
+    """Lightning's TensorBoardLogger (`logger=tensorboard`), once the tensorboard extra is there."""
+    require("tensorboard", "tensorboard", "logger=tensorboard")
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    return TensorBoardLogger(**kwargs)
 
 
 def carry_history(logger_cfg: Any, resume_from: Path | None) -> Path | None:

@@ -253,3 +253,31 @@ def test_an_interrupted_optuna_study_continues(tiny_root, tmp_path):
     bests = [json.loads((sweep / j / "summary.json").read_text())["best"] for j in ("0", "2")]
     assert study.best_value == pytest.approx(max(bests))
     assert "best_value" in (sweep / "optimization_results.yaml").read_text()
+
+
+def test_two_sweeper_processes_share_one_study(tiny_root, tmp_path):
+    """Two launches of the same command against one storage split the study between them: exactly n_trials
+    finished trials, each in its own job folder (the trial's number), none run twice."""
+    import optuna
+
+    command = [
+        *optuna_overrides(tiny_root, tmp_path, n_trials=3),
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "logger=csv",
+    ]
+    procs = [start_script("train.py", command, cwd=tmp_path) for _ in range(2)]
+    outputs = [proc.communicate(timeout=900) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, (out + err)[-3000:]
+    sweep = tmp_path / "logs" / "train" / "optuna" / "carseg"
+    study = optuna.load_study(study_name="carseg", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3 and not [t for t in study.trials if t.state.name in ("RUNNING", "FAIL")]
+    assert {str(t.number) for t in complete} <= {j.name for j in _jobs(sweep)}
+    for trial in complete:  # each finished trial's job trained once, in its own folder
+        assert json.loads((sweep / str(trial.number) / "summary.json").read_text())["best"] == pytest.approx(
+            trial.value
+        )
+    owners = {t.user_attrs["carseg_owner"] for t in complete}
+    assert len(owners) >= 1 and all(":" in o for o in owners)
