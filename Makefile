@@ -45,7 +45,7 @@ format: install  ## ruff format and autofix
 	$(VENV)/bin/ruff check --fix .
 
 data: install  ## write the embedded synthetic data set to data/ (train does this by itself)
-	$(VENV)/bin/carseg data synth data/synthetic_48cars_480x320_seed0
+	$(VENV)/bin/carseg data synth data/synthetic_48cars_240x160_seed0
 
 bench-data: install  ## input pipeline speed (decode, reduced decode, cache; 0/1/2 workers) -> bench/data.json
 	$(VENV)/bin/carseg bench data $(CARVANA_SAMPLE) --out bench/data.json

@@ -65,13 +65,16 @@ def test_experiment_and_search_compose(tiny_root, tmp_path: Path):
 
 def test_default_recipe_values(tmp_path: Path):
     cfg = compose_cfg("train", [f"paths.root_dir={tmp_path}"], tmp_path / "run")
-    assert (cfg.model.net.arch, cfg.model.net.encoder_name, cfg.model.net.encoder_weights) == ("Unet", "resnet18", None)
-    assert list(cfg.model.net.decoder_channels) == [128, 64, 32, 16, 16] and cfg.model.optimizer.lr == 2e-3
+    net = cfg.model.net
+    assert (net.arch, net.encoder_name, net.encoder_weights) == ("Unet", "tu-regnetx_002", None)
+    assert list(net.decoder_channels) == [64, 32, 16, 16, 8] and cfg.model.optimizer.lr == 2e-3
+    assert cfg.model.loss.edge_weight == 3.0
     assert list(cfg.datamodule.image_size) == [160, 240] and cfg.datamodule.synthetic.num_cars == 48
+    assert (cfg.datamodule.synthetic.width, cfg.datamodule.synthetic.height) == (240, 160)  # native: no resize
     assert (cfg.optimized_metric, cfg.optimized_mode) == ("val/iou", "max")
     assert (cfg.callbacks.model_checkpoint.monitor, cfg.callbacks.model_checkpoint.mode) == ("val/iou", "max")
-    assert cfg.trainer.max_epochs == 12 and cfg.trainer.precision == "auto"
-    for model in ("unet_resnet34", "fpn_resnet34"):  # the light model's learning rate stays its own
+    assert cfg.trainer.max_epochs == 5 and cfg.trainer.precision == "auto"
+    for model in ("unet_resnet34", "fpn_resnet34"):  # the light models' learning rates stay their own
         assert compose_cfg("train", [f"model={model}", f"paths.root_dir={tmp_path}"]).model.optimizer.lr == 1e-3
 
 

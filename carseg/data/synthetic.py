@@ -8,10 +8,13 @@ mask is the exact silhouette (windows included, shadow excluded). Everything is 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -393,6 +396,21 @@ def is_complete(out_dir: str | os.PathLike, spec: SynthSpec) -> bool:
     return meta.is_file() and json.loads(meta.read_text()) == asdict(spec)
 
 
+def _write_car(tmp: Path, car_id: str, params: dict, spec: SynthSpec) -> tuple[list[list[str]], list]:
+    """Render and write one car's 16 views into `tmp`; its train_masks.csv rows and its metadata row."""
+    rng = np.random.default_rng(params["backdrop_seed"] + [2])
+    rows = []
+    for k in range(NUM_ANGLES):
+        image, mask = render_view(params, k, (spec.width, spec.height), rng)
+        name = f"{car_id}_{k + 1:02d}"
+        Image.fromarray(image).save(tmp / "train" / f"{name}.jpg", quality=spec.jpeg_quality)
+        gif = Image.frombytes("P", (spec.width, spec.height), mask.tobytes())
+        gif.putpalette([0, 0, 0, 255, 255, 255])
+        gif.save(tmp / "train_masks" / f"{name}_mask.gif")
+        rows.append([f"{name}.jpg", rle_encode(mask)])
+    return rows, [car_id, params["year"], params["make"], params["body"], params["colour_name"], ""]
+
+
 def write_synthetic(out_dir: str | os.PathLike, spec: SynthSpec = SynthSpec(), progress: bool = True) -> Path:
     """Write the synthetic set to `out_dir` in Carvana layout; atomic (a half-written set never shows)."""
     out = Path(out_dir)
@@ -407,40 +425,34 @@ def write_synthetic(out_dir: str | os.PathLike, spec: SynthSpec = SynthSpec(), p
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "train").mkdir(parents=True)
     (tmp / "train_masks").mkdir()
-    rows, meta_rows = [], []
     cars = car_ids(spec)
-    task = None
-    if progress:
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task(f"synthesising {spec.num_cars} cars", total=len(cars) * NUM_ANGLES)
-    try:
-        for car_id, params in cars:
-            rng = np.random.default_rng(params["backdrop_seed"] + [2])
-            meta_rows.append([car_id, params["year"], params["make"], params["body"], params["colour_name"], ""])
-            for k in range(NUM_ANGLES):
-                image, mask = render_view(params, k, (spec.width, spec.height), rng)
-                name = f"{car_id}_{k + 1:02d}"
-                Image.fromarray(image).save(tmp / "train" / f"{name}.jpg", quality=spec.jpeg_quality)
-                gif = Image.frombytes("P", (spec.width, spec.height), mask.tobytes())
-                gif.putpalette([0, 0, 0, 255, 255, 255])
-                gif.save(tmp / "train_masks" / f"{name}_mask.gif")
-                rows.append([f"{name}.jpg", rle_encode(mask)])
-                if task is not None:
-                    bar.advance(task)
-    finally:
-        if task is not None:
-            bar.stop()
+    results: list[tuple[list[list[str]], list]] = []
+    workers = min(os.cpu_count() or 1, 8, max(1, len(cars) // 4))
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(Progress(transient=True, disable=not progress))
+        task = bar.add_task(f"synthesising {spec.num_cars} cars", total=len(cars))
+        if workers > 1:  # cars are independent and seeded by id: each worker writes whole cars
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+            jobs = [pool.submit(_write_car, tmp, car_id, params, spec) for car_id, params in cars]
+        else:
+            jobs = None
+        for i, (car_id, params) in enumerate(cars):
+            results.append(jobs[i].result() if jobs is not None else _write_car(tmp, car_id, params, spec))
+            bar.advance(task)
+    rows = [row for car_rows, _ in results for row in car_rows]
+    meta_rows = [meta for _, meta in results]
     with open(tmp / "train_masks.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([["img", "rle_mask"], *rows])
     with open(tmp / "metadata.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([["id", "year", "make", "model", "trim1", "trim2"], *meta_rows])
     (tmp / "synth.json").write_text(json.dumps(asdict(spec)))
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out.rmdir()
     try:
+        if out.exists() and not any(out.iterdir()):
+            out.rmdir()
         os.replace(tmp, out)
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
+        if not is_complete(out, spec):
+            raise
     return out

@@ -1,8 +1,9 @@
 """Project callbacks: a few validation samples (image, true mask, prediction) each epoch; the wall time of each
-epoch and training stage."""
+epoch and training stage; training by the clock; a progress bar with the whole run's time left."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 from PIL import Image
+from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -204,3 +206,40 @@ class TimeBudget(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # a resumed run continues the budget where it stopped
         self._resume_spent = float(state_dict.get("spent_seconds", 0.0))
+
+
+class RunProgressBar(RichProgressBar):
+    """Lightning's rich progress bar with the whole run's time left beside the epoch's ("run 3:41 left"),
+    from the first batches on: the time spent so far (validation included) over the share of the run's
+    training steps done, so that a user knows at once whether to wait or to come back."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._fit_start: float | None = None
+        self._first_step = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._fit_start, self._first_step = time.monotonic(), trainer.global_step  # a resumed run: from here
+
+    def time_left(self, trainer: pl.Trainer) -> float | None:
+        """Seconds the run still needs by the rate so far (None before the first step or without an end)."""
+        total = trainer.estimated_stepping_batches
+        done = trainer.global_step - self._first_step
+        if self._fit_start is None or done <= 0 or not math.isfinite(total):
+            return None
+        return (time.monotonic() - self._fit_start) / done * max(0.0, total - trainer.global_step)
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = super()._get_train_description(current_epoch).rstrip()
+        left = self.time_left(self.trainer) if self._fit_start is not None else None
+        if left is None:
+            return f"{description} · run: estimating"
+        minutes, seconds = divmod(int(left + 0.5), 60)
+        return f"{description} · run {minutes}:{seconds:02d} left"
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        if self.progress is not None and self.train_progress_bar_id is not None and self.is_enabled:
+            description = self._get_train_description(trainer.current_epoch)
+            self.progress.update(self.train_progress_bar_id, description=description)

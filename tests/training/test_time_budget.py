@@ -67,3 +67,26 @@ def test_a_time_budget_needs_its_minutes(tiny_root, tmp_path):
     cfg = _cfg(tiny_root, tmp_path, "callbacks=[default,time_budget]", "callbacks.time_budget.minutes=0")
     with pytest.raises(CarsegError, match="callbacks.time_budget.minutes=0"):
         train(cfg)
+
+
+def test_the_progress_bar_tells_the_whole_runs_time_left(monkeypatch):
+    """Time left = time so far / steps done x steps to go, from the first step; a resumed run counts from its
+    own first step."""
+    from types import SimpleNamespace
+
+    from carseg.training import callbacks
+    from carseg.training.callbacks import RunProgressBar
+
+    clock = [100.0]
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])
+    bar = RunProgressBar()
+    trainer = SimpleNamespace(estimated_stepping_batches=400, global_step=100, max_epochs=4, current_epoch=1)
+    assert bar.time_left(trainer) is None  # before the run starts
+    bar._fit_start, bar._first_step = clock[0], 100  # as on_train_start of a run resumed at step 100
+    assert bar.time_left(trainer) is None  # no step yet: nothing to go by
+    clock[0] += 30.0
+    trainer.global_step = 130  # 30 steps in 30 s: 270 to go
+    assert bar.time_left(trainer) == 270.0
+    bar._trainer = trainer
+    monkeypatch.setattr(RunProgressBar, "trainer", property(lambda self: trainer))
+    assert "run 4:30 left" in bar._get_train_description(1)
