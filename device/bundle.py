@@ -31,6 +31,8 @@ MARKER_ENV = {"python_version": PYTHON_VERSION, "python_full_version": f"{PYTHON
 BUILD_TOOLS = {"setuptools": "80.9.0", "wheel": "0.45.1"}
 # distributions the check leaves out, with whatever only they need: it logs as CSV, not to W&B
 LEFT_OUT = {"wandb"}
+# carseg's extras the check runs (the service's and ONNX Runtime's benchmarks and tests)
+CHECK_EXTRAS = ("serve", "onnx")
 VALIDATION_CARS = "sample_full"
 TRAINING_CARS = "train_full_32"
 
@@ -47,15 +49,18 @@ def image_packages(path: Path = HERE / "image-packages.txt") -> set[str]:
 
 
 def needed(root: str = "carseg", have: set[str] | None = None) -> dict[str, str]:
-    """Name → installed version of every distribution `root` needs (its requirements, transitively, on
-    Python 3.12 without extras) that `have` (default: the image's) lacks, plus the build tools."""
+    """Name → installed version of every distribution `root` needs (its requirements with CHECK_EXTRAS,
+    theirs without extras, transitively, on Python 3.12) that `have` (default: the image's) lacks, plus the
+    build tools."""
     have = image_packages() if have is None else have
     found: dict[str, str] = {}
     todo = [root]
     while todo:
-        for text in metadata.requires(todo.pop()) or []:
+        current = todo.pop()
+        extras = ("", *CHECK_EXTRAS) if current == root else ("",)
+        for text in metadata.requires(current) or []:
             req = Requirement(text)
-            if req.marker is not None and not req.marker.evaluate(MARKER_ENV):
+            if req.marker is not None and not any(req.marker.evaluate({**MARKER_ENV, "extra": e}) for e in extras):
                 continue
             name = normalize(req.name)
             if name in have or name in found or name in LEFT_OUT:
