@@ -30,15 +30,6 @@ class Problem:
         return f"{self.path}: {self.reason}"
 
 
-def is_image(path: Path) -> bool:
-    """Whether the file's bytes open as an image in some format (its header only; the pixels are not read)."""
-    try:
-        with Image.open(path):
-            return True
-    except (OSError, SyntaxError, ValueError):
-        return False
-
-
 def is_truncated(path: Path) -> bool:
     """Whether the file lacks the bytes its format ends with (it was cut off while being written or copied)."""
     trailer = TRAILERS.get(path.suffix.lower())

@@ -82,21 +82,28 @@ def is_truncated(data: bytes, fmt: str | None) -> bool:
     return trailer is not None and not data[-64:].rstrip(b"\x00").endswith(trailer)
 
 
+def open_complete(data: bytes, name: str, max_megapixels: float | None) -> Image.Image:
+    """`open_header`, and the bytes are whole: a truncated file (which a decoder would fill with grey and go
+    on) is a PhotoError."""
+    image = open_header(data, name, max_megapixels)
+    if is_truncated(data, image.format):
+        raise PhotoError(
+            f"{name}: truncated (its last bytes are missing); copy or download it again", "corrupt_image", 400
+        )
+    return image
+
+
 def has_transparency(image: Image.Image) -> bool:
     """Whether an opened image carries transparency: an alpha channel or a transparent palette entry."""
     return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
 
 
 def decode(data: bytes, name: str, max_megapixels: float | None = None) -> Photo:
-    """The photo in `data` (JPEG, PNG or WebP), checked by `open_header` first: upright (EXIF rotation
+    """The photo in `data` (JPEG, PNG or WebP), checked by `open_complete` first: upright (EXIF rotation
     applied), its transparency and colour profile kept. JPEGs go through OpenCV (libjpeg-turbo, several times
     Pillow's speed), the rest through Pillow. Errors are PhotoErrors naming `name`."""
-    image = open_header(data, name, max_megapixels)
+    image = open_complete(data, name, max_megapixels)
     icc = image.info.get("icc_profile") or None
-    if is_truncated(data, image.format):  # a decoder would fill the missing part with grey and go on
-        raise PhotoError(
-            f"{name}: truncated (its last bytes are missing); copy or download it again", "corrupt_image", 400
-        )
     try:
         if image.format == "JPEG":
             bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # EXIF rotation applied

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from carseg.data.photo import PhotoError, decode, is_truncated, open_header
+from carseg.data.photo import decode, open_complete
 from carseg.errors import CarsegError
 from carseg.inference.outputs import is_output, looks_like_output
 
@@ -92,11 +92,6 @@ def scan_inputs(inputs: Sequence[str | Path]) -> Inputs:
     return found
 
 
-def list_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """The photos of `scan_inputs`."""
-    return scan_inputs(inputs).photos
-
-
 def read_bytes(path: Path) -> bytes:
     """A photo's bytes, or a CarsegError that says truly why they cannot be had: a dangling symbolic link, a
     link loop, not a regular file, no permission, an input/output error."""
@@ -162,10 +157,8 @@ class PhotoDataset(Dataset):
             data = read_bytes(path)
             name = shown(path)
             if self.raw_jpeg:
-                header = open_header(data, name, self.max_megapixels)
-                if header.format == "JPEG":  # the checks `decode` makes, without decoding
-                    if is_truncated(data, "JPEG"):
-                        raise PhotoError(f"{name}: truncated (its last bytes are missing); copy or download it again")
+                header = open_complete(data, name, self.max_megapixels)  # the checks `decode` makes
+                if header.format == "JPEG":
                     item["icc"] = header.info.get("icc_profile") or None
                     item["data"] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
                     return {**item, "error": None}
